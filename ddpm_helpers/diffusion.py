@@ -1,0 +1,117 @@
+"""The forward process q(x_t | x_0), its posterior q(x_{t-1} | x_t, x_0) and the training loss.
+
+Everything here is a pure function of tensors and a :class:`~ddpm_helpers.schedules.NoiseSchedule`;
+the model is passed in, never owned. ``t`` is the 0-based index (the paper's step t + 1).
+Taught in: 01_forward_process (q_sample), 02_loss_derivation (posterior, loss).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import check_images, check_same_shape, check_timesteps
+from .schedules import NoiseSchedule
+
+LOSS_TYPES = ("l2", "l1")
+
+
+def gather(table: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """``table[t]`` reshaped to (B, 1, ..., 1) so it broadcasts against a tensor with ``ndim`` dims."""
+    return table[t].reshape(t.shape[0], *([1] * (ndim - 1)))
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """Draw x_t ~ q(x_t | x_0) by reparameterisation: x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · eps.
+
+    x0, eps: (B, C, H, W); t: (B,) int64 in [0, T). Returns x_t with x0's shape.
+    Taught in: 01_forward_process.
+    """
+    check_images(x0, "x0")
+    check_same_shape(x0, eps, "x0", "eps")
+    check_timesteps(t, x0.shape[0], schedule.T)
+    return (
+        gather(schedule.sqrt_alpha_bars, t, x0.ndim) * x0
+        + gather(schedule.sqrt_one_minus_alpha_bars, t, x0.ndim) * eps
+    )
+
+
+def predict_x0(x_t: torch.Tensor, t: torch.Tensor, eps_hat: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """Invert q_sample for x0: x0_hat = (x_t − √(1 − ᾱ_t) · eps_hat) / √ᾱ_t. Shapes as in q_sample."""
+    check_same_shape(x_t, eps_hat, "x_t", "eps_hat")
+    check_timesteps(t, x_t.shape[0], schedule.T)
+    return (
+        x_t - gather(schedule.sqrt_one_minus_alpha_bars, t, x_t.ndim) * eps_hat
+    ) / gather(schedule.sqrt_alpha_bars, t, x_t.ndim)
+
+
+def predict_eps(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """Invert q_sample for the noise: eps = (x_t − √ᾱ_t · x0) / √(1 − ᾱ_t). Shapes as in q_sample."""
+    check_same_shape(x_t, x0, "x_t", "x0")
+    check_timesteps(t, x_t.shape[0], schedule.T)
+    return (
+        x_t - gather(schedule.sqrt_alpha_bars, t, x_t.ndim) * x0
+    ) / gather(schedule.sqrt_one_minus_alpha_bars, t, x_t.ndim)
+
+
+class Posterior(NamedTuple):
+    """Mean and variance of the Gaussian q(x_{t-1} | x_t, x_0)."""
+
+    mean: torch.Tensor
+    variance: torch.Tensor  # (B, 1, 1, 1), broadcasts against mean
+
+
+def posterior_mean_var(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> Posterior:
+    """q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I) (Ho et al. 2020, eqs. 6-7).
+
+    μ̃_t = √ᾱ_{t−1} β_t / (1 − ᾱ_t) · x0 + √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · x_t,
+    β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t. At t = 0 the variance is 0: x_{-1} is x0 itself.
+    x0, x_t: (B, C, H, W); t: (B,) int64. Taught in: 02_loss_derivation.
+    """
+    check_same_shape(x0, x_t, "x0", "x_t")
+    check_timesteps(t, x0.shape[0], schedule.T)
+    mean = (
+        gather(schedule.posterior_mean_coef_x0, t, x0.ndim) * x0
+        + gather(schedule.posterior_mean_coef_xt, t, x0.ndim) * x_t
+    )
+    return Posterior(mean, gather(schedule.posterior_variance, t, x0.ndim))
+
+
+def ddpm_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    t: torch.Tensor | None = None,
+    eps: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+    loss_type: str = "l2",
+    generator: torch.Generator | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """The simple loss L_simple = E_{t, eps} ‖eps − eps_θ(x_t, t)‖² (Ho et al. 2020, eq. 14).
+
+    Draws t uniformly from [0, T) and eps ~ N(0, I) (from ``generator``; pass ``t`` and ``eps`` to
+    fix them, e.g. for a validation loss that does not jitter), forms x_t with
+    :func:`q_sample` and compares the model's prediction with eps by ``loss_type`` "l2" (squared
+    error) or "l1" (absolute error). ``reduction="none"`` returns one loss per image, (B,).
+    x0: (B, C, H, W) in [-1, 1]; y: optional (B,) class labels. Taught in: 04_training.
+    """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    check_images(x0, "x0", in_model_range=True)
+    if t is None:
+        t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=generator)
+    if eps is None:
+        eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    x_t = q_sample(x0, t, eps, schedule)
+    eps_hat = model(x_t, t, y)
+    error = eps_hat.float() - eps
+    per_element = error.square() if loss_type == "l2" else error.abs()
+    per_image = per_element.flatten(1).mean(dim=1)
+    return per_image.mean() if reduction == "mean" else per_image

@@ -1,0 +1,211 @@
+"""Training: the step, the loop, EMA weights and the state that a checkpoint captures.
+
+The loop is resumable: everything that decides the next step (weights, EMA, optimizer and
+loss-scaler state, the step count and the random generator) lives in a :class:`TrainState`,
+which :mod:`ddpm_helpers.checkpoint` writes atomically and restores exactly.
+Taught in: 04_training.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .checks import check_images
+from .config import Config
+from .data import ImageSet
+from .diffusion import ddpm_loss
+from .schedules import NoiseSchedule
+
+NUM_VAL_IMAGES_FOR_LOSS = 256
+
+
+class EMA:
+    """An exponential moving average of a model's weights: θ_ema ← decay·θ_ema + (1 − decay)·θ.
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so early averages are
+    not dominated by the random initialisation. Buffers are copied, not averaged.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must lie in [0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.num_updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.num_updates += 1
+        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        for averaged, current in zip(self.model.parameters(), model.parameters()):
+            averaged.lerp_(current.detach(), 1 - decay)
+        for averaged, current in zip(self.model.buffers(), model.buffers()):
+            averaged.copy_(current)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "num_updates": self.num_updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.num_updates = int(state["num_updates"])
+        self.decay = float(state["decay"])
+
+
+@dataclass
+class History:
+    """Losses recorded during training: one train loss per step, a validation loss every ``eval_every``."""
+
+    train_loss: list[float] = field(default_factory=list)  # train_loss[i] is the loss of step i + 1
+    val_steps: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_wall_time: list[float] = field(default_factory=list)  # seconds of training when measured
+
+
+@dataclass
+class TrainState:
+    """Everything that decides how training continues."""
+
+    model: nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    generator: torch.Generator  # draws batches, timesteps and noise
+    device: torch.device
+    mixed_precision: bool = True  # autocast on CUDA; ignored on the CPU
+    step: int = 0
+    elapsed: float = 0.0  # seconds spent in train(), summed over resumed runs
+    history: History = field(default_factory=History)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """bf16 on CUDA where supported, fp16 on older GPUs (with loss scaling), none on the CPU."""
+        if self.device.type != "cuda" or not self.mixed_precision:
+            return None
+        return torch.float16 if self.scaler is not None else torch.bfloat16
+
+
+def init_train_state(model: nn.Module, config: Config, device: torch.device | str, *, mixed_precision: bool = True) -> TrainState:
+    """A fresh :class:`TrainState` for ``model`` (moved to ``device``), seeded by ``config.seed``.
+
+    Mixed precision applies on CUDA only: bf16 when the GPU supports it, else fp16 with a GradScaler
+    (e.g. Colab's T4). To continue a run, use :func:`ddpm_helpers.checkpoint.load_checkpoint`.
+    """
+    device = torch.device(device)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    use_fp16 = mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    return TrainState(model, EMA(model, config.ema_decay), optimizer, scaler, generator, device, mixed_precision)
+
+
+def learning_rate(step: int, config: Config) -> float:
+    """Linear warm-up over ``config.warmup_steps``, then constant ``config.lr``."""
+    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+
+
+def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, config: Config, y: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimisation step on the batch ``x0``; returns the loss as a detached 0-d tensor.
+
+    loss → backward (scaled under fp16) → clip the gradient norm → AdamW step → EMA update.
+    """
+    model, optimizer = state.model, state.optimizer
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(state.step, config)
+    dtype = state.autocast_dtype
+    with torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = ddpm_loss(model, x0, schedule, y=y, loss_type=config.loss_type, generator=state.generator)
+    optimizer.zero_grad(set_to_none=True)
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+        state.scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        state.scaler.step(optimizer)
+        state.scaler.update()
+    else:
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+    state.ema.update(model)
+    state.step += 1
+    return loss.detach()
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule, config: Config, device: torch.device) -> float:
+    """The loss on the first 256 validation images with t and eps fixed by ``config.seed``, so that
+    successive evaluations differ only because the model changed."""
+    x0 = val_set.images[:NUM_VAL_IMAGES_FOR_LOSS].to(device)
+    generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    t = torch.randint(0, schedule.T, (x0.shape[0],), device=device, generator=generator)
+    eps = torch.randn(x0.shape, device=device, generator=generator)
+    was_training = model.training
+    model.eval()
+    loss = ddpm_loss(model, x0, schedule, t=t, eps=eps, loss_type=config.loss_type)
+    model.train(was_training)
+    return float(loss)
+
+
+def train(
+    state: TrainState,
+    train_set: ImageSet,
+    schedule: NoiseSchedule,
+    config: Config,
+    *,
+    num_steps: int | None = None,
+    val_set: ImageSet | None = None,
+    checkpoint_path: str | None = None,
+    progress: bool = True,
+) -> History:
+    """Train until ``state.step`` reaches ``num_steps`` (default ``config.num_train_steps``).
+
+    Batches are drawn with replacement from ``train_set`` (held on the device). Every
+    ``config.eval_every`` steps the validation loss is recorded; every ``config.checkpoint_every``
+    steps and at the end, the state is written atomically to ``checkpoint_path`` (if given).
+    Calling again with a larger ``num_steps`` continues where the last call stopped.
+    """
+    from .checkpoint import save_checkpoint  # checkpoint imports this module
+
+    target = config.num_train_steps if num_steps is None else num_steps
+    if target < 0:
+        raise ValueError(f"num_steps must be non-negative, got {target}")
+    check_images(train_set.images, "train_set.images", in_model_range=True)
+    device = state.device
+    images = train_set.images.to(device)
+    schedule = schedule.to(device)
+    history = state.history
+    pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
+    bar = tqdm(total=target, initial=state.step, disable=not progress, desc="training", mininterval=2.0)
+    started = time.perf_counter() - state.elapsed
+    while state.step < target:
+        index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
+        pending.append(train_step(state, images[index], schedule, config))
+        bar.update(1)
+        at_end = state.step == target
+        if state.step % config.eval_every == 0 or at_end:
+            history.train_loss.extend(torch.stack(pending).tolist())
+            pending.clear()
+            state.elapsed = time.perf_counter() - started
+            if val_set is not None:
+                history.val_steps.append(state.step)
+                history.val_loss.append(validation_loss(state.model, val_set, schedule, config, device))
+                history.val_wall_time.append(state.elapsed)
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
+        if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or at_end):
+            if pending:
+                history.train_loss.extend(torch.stack(pending).tolist())
+                pending.clear()
+            state.elapsed = time.perf_counter() - started
+            save_checkpoint(checkpoint_path, state, config)
+    bar.close()
+    if pending:
+        history.train_loss.extend(torch.stack(pending).tolist())
+    state.elapsed = time.perf_counter() - started
+    return history
