@@ -87,22 +87,22 @@ def show_strip(images: Sequence[torch.Tensor], labels: Sequence[str], title: str
     return fig
 
 
-def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike, nrow: int = 8, duration: float = 0.08, scale: int = 2, hold_last: int = 10) -> Path:
-    """Write a GIF whose i-th frame is the grid of ``frames[i]`` ((B, 1, H, W) in [-1, 1]).
+def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike, nrow: int = 8, duration: float = 0.08, scale: int = 2, hold_last: float = 1.5) -> Path:
+    """Write a looping GIF whose i-th frame is the grid of ``frames[i]`` ((B, 1, H, W) in [-1, 1]).
 
-    ``scale`` enlarges pixels (nearest neighbour); the last frame is held ``hold_last`` extra frames.
-    Grayscale frames keep the file small. Returns the path.
+    Each frame shows for ``duration`` seconds, the last for ``hold_last`` seconds; ``scale``
+    enlarges pixels (nearest neighbour). Grayscale frames keep the file small. Returns the path.
     """
     if not frames:
         raise ValueError("frames must not be empty")
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     grids = [(image_grid(frame, nrow) * 255).round().astype(np.uint8) for frame in frames]
-    grids += [grids[-1]] * hold_last
     grids = [np.kron(grid, np.ones((scale, scale), dtype=np.uint8)) for grid in grids]
+    durations = [round(duration * 1000)] * (len(grids) - 1) + [round(hold_last * 1000)]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, np.stack(grids), extension=".gif", duration=int(duration * 1000), loop=0)
+    iio.imwrite(path, np.stack(grids), extension=".gif", duration=durations, loop=0)
     return path
 
 

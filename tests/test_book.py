@@ -1,0 +1,46 @@
+"""The book's structure: the table of contents, the repository URL and every chapter's first cell."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def config_value(key: str) -> str:
+    text = (ROOT / "_config.yml").read_text()
+    match = re.search(rf"^\s*{key}:\s*(\S+)", text, flags=re.MULTILINE)
+    assert match, f"_config.yml has no {key}"
+    return match.group(1)
+
+
+def test_every_toc_entry_exists():
+    entries = re.findall(r"(?:root|file):\s*(\S+)", (ROOT / "_toc.yml").read_text())
+    assert entries
+    for entry in entries:
+        assert any((ROOT / f"{entry}{suffix}").is_file() for suffix in (".md", ".ipynb")), entry
+
+
+def test_every_notebook_is_in_the_toc():
+    toc = (ROOT / "_toc.yml").read_text()
+    for notebook in NOTEBOOKS:
+        assert f"notebooks/{notebook.stem}" in toc, f"{notebook.name} is missing from _toc.yml"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_cell_installs_from_the_configured_repository_and_prints_the_mode(notebook):
+    cells = json.loads(notebook.read_text())["cells"]
+    first_code = next(cell for cell in cells if cell["cell_type"] == "code")
+    source = "".join(first_code["source"])
+    assert f"git+{config_value('url')}" in source, "the install URL must match _config.yml's repository url"
+    assert "find_spec(\"ddpm_helpers\")" in source  # installs only when missing: Colab keeps its torch
+    assert "dh.load_config()" in source and "print(cfg.summary())" in source
+
+
+def test_bibliography_has_the_core_papers():
+    bib = (ROOT / "book" / "references.bib").read_text()
+    for key in ("ho2020denoising", "song2021denoising", "nichol2021improved", "rombach2022high", "ho2022classifier", "ronneberger2015unet"):
+        assert f"{{{key}," in bib

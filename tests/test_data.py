@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+import ddpm_helpers as dh
+
+
+def test_bundled_subset_loads_through_torchvision(cfg):
+    train = dh.load_mnist("train", cfg)
+    assert train.images.shape == (cfg.num_train_images, 1, 32, 32)
+    assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64
+    assert float(train.images.min()) == -1.0 and float(train.images.max()) == 1.0
+    # the first official MNIST training labels
+    assert train.labels[:8].tolist() == [5, 0, 4, 1, 9, 2, 1, 3]
+    # padding: a 2-pixel border of background (-1) around the 28×28 digit
+    assert bool((train.images[:, :, :2, :] == -1).all()) and bool((train.images[:, :, :, -2:] == -1).all())
+    test = dh.load_mnist("test", cfg)
+    assert test.images.shape == (1000, 1, 32, 32) and test.labels[:4].tolist() == [7, 2, 1, 0]
+
+
+def test_validation_images_are_held_out_from_training(cfg):
+    train = dh.load_mnist("train", cfg, num_images=10_000)
+    val = dh.load_mnist("val", cfg)
+    assert val.images.shape[0] == cfg.num_val_images
+    assert train.images.shape[0] + val.images.shape[0] == 2000  # the shipped training subset
+    overlap = (train.images.flatten(1)[:, None, :] == val.images.flatten(1)[None, :, :]).all(-1)
+    assert not bool(overlap.any())
+
+
+def test_ranges_convert_both_ways():
+    pixels = torch.tensor([0, 255], dtype=torch.uint8)
+    torch.testing.assert_close(dh.to_model_range(pixels), torch.tensor([-1.0, 1.0]))
+    torch.testing.assert_close(dh.to_model_range(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-1.0, 0.0, 1.0]))
+    torch.testing.assert_close(dh.to_pixel_range(torch.tensor([-1.5, 0.0, 1.0])), torch.tensor([0.0, 0.5, 1.0]))
+
+
+def test_user_root_takes_precedence_and_missing_data_explains_the_fix(cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_MNIST_ROOT", str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"(?s)could not be loaded from .*DDPM_MNIST_ROOT.*DDPM_MODE=tiny"):
+        dh.load_mnist("train", cfg)
+    monkeypatch.setenv("DDPM_MNIST_ROOT", str(dh.data.BUNDLED_ROOT))
+    assert dh.load_mnist("test", cfg, num_images=5).images.shape[0] == 5
+
+
+def test_bad_split_and_count(cfg):
+    with pytest.raises(ValueError, match="split must be one of"):
+        dh.load_mnist("training", cfg)
+    with pytest.raises(ValueError, match="num_images must be positive"):
+        dh.load_mnist("train", cfg, num_images=0)
+    with pytest.raises(ValueError, match="num_val_images"):
+        dh.load_mnist("val", cfg.replace(num_val_images=5000))

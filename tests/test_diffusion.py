@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+import ddpm_helpers as dh
+
+
+def test_q_sample_matches_the_closed_form_moments(schedule):
+    """Empirical mean and variance of x_t over many eps equal √ᾱ_t x0 and 1 − ᾱ_t."""
+    g = torch.Generator().manual_seed(0)
+    n = 20_000
+    x0 = torch.full((n, 1, 2, 2), 0.7)
+    for t_value in (0, 10, 250, 999):
+        t = torch.full((n,), t_value)
+        x_t = dh.q_sample(x0, t, torch.randn(x0.shape, generator=g), schedule)
+        alpha_bar = schedule.alpha_bars[t_value]
+        std_error = (1 - alpha_bar).sqrt() / n**0.5
+        assert abs(float(x_t.mean()) - 0.7 * float(alpha_bar.sqrt())) < 5 * float(std_error) / 2  # 4n draws pooled
+        assert float(x_t.var()) == pytest.approx(float(1 - alpha_bar), rel=0.03, abs=1e-5)
+
+
+def test_chain_of_single_steps_matches_the_closed_form(schedule):
+    """Iterating q(x_t | x_{t-1}) from x0 gives the moments of q(x_t | x_0)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.full((50_000,), -0.5)
+    for t in range(200):
+        beta = schedule.betas[t]
+        x = (1 - beta).sqrt() * x + beta.sqrt() * torch.randn(x.shape, generator=g)
+    alpha_bar = schedule.alpha_bars[199]
+    assert float(x.mean()) == pytest.approx(-0.5 * float(alpha_bar.sqrt()), abs=0.01)
+    assert float(x.var()) == pytest.approx(float(1 - alpha_bar), rel=0.03)
+
+
+def test_predict_x0_and_predict_eps_invert_q_sample(schedule):
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.rand((4, 1, 8, 8), generator=g) * 2 - 1
+    eps = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 5, 500, 998])
+    x_t = dh.q_sample(x0, t, eps, schedule)
+    torch.testing.assert_close(dh.predict_x0(x_t, t, eps, schedule), x0, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(dh.predict_eps(x_t, t, x0, schedule), eps, atol=1e-4, rtol=1e-4)
+
+
+def test_posterior_mean_computed_two_ways_agrees(schedule):
+    """μ̃_t(x_t, x0) from the two coefficients equals the ε-form (x_t − β_t/√(1−ᾱ_t) ε)/√α_t."""
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand((5, 1, 4, 4), generator=g) * 2 - 1
+    eps = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([1, 10, 100, 500, 999])
+    x_t = dh.q_sample(x0, t, eps, schedule)
+    mean, variance = dh.posterior_mean_var(x0, x_t, t, schedule)
+    b, a, ab = (schedule.betas[t].view(-1, 1, 1, 1), schedule.alphas[t].view(-1, 1, 1, 1), schedule.alpha_bars[t].view(-1, 1, 1, 1))
+    eps_form = (x_t - b / (1 - ab).sqrt() * eps) / a.sqrt()
+    torch.testing.assert_close(mean, eps_form, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(variance.flatten(), schedule.posterior_variance[t])
+
+
+def test_posterior_matches_monte_carlo_of_the_chain(schedule):
+    """Sample (x_{t-1}, x_t) from the forward chain for a fixed x0 and regress x_{t-1} on x_t."""
+    g = torch.Generator().manual_seed(4)
+    n, t = 200_000, 300
+    x0 = torch.full((n, 1, 1, 1), 0.4)
+    x_prev = dh.q_sample(x0, torch.full((n,), t - 1), torch.randn(x0.shape, generator=g), schedule)
+    beta = schedule.betas[t]
+    x_t = (1 - beta).sqrt() * x_prev + beta.sqrt() * torch.randn(x0.shape, generator=g)
+    # Linear-Gaussian: E[x_{t-1} | x_t] is linear in x_t; least squares recovers its coefficients.
+    design = torch.stack([torch.ones(n), x_t.flatten()], dim=1).double()
+    coef = torch.linalg.lstsq(design, x_prev.flatten().double().unsqueeze(1)).solution.flatten()
+    residual_var = float((x_prev.flatten().double() - design @ coef).var())
+    assert float(coef[1]) == pytest.approx(float(schedule.posterior_mean_coef_xt[t]), abs=0.01)
+    assert float(coef[0]) == pytest.approx(0.4 * float(schedule.posterior_mean_coef_x0[t]), abs=0.01)
+    assert residual_var == pytest.approx(float(schedule.posterior_variance[t]), rel=0.03)
+
+
+def test_loss_is_zero_for_an_oracle_and_l1_differs_from_l2(schedule):
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.rand((8, 1, 8, 8), generator=g) * 2 - 1
+    t = torch.randint(0, 1000, (8,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    oracle = lambda x_t, t, y: dh.predict_eps(x_t, t, x0, schedule)  # noqa: E731
+    assert float(dh.ddpm_loss(oracle, x0, schedule, t=t, eps=eps)) < 1e-8
+    zero = lambda x_t, t, y: torch.zeros_like(x_t)  # noqa: E731
+    l2 = dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps)
+    l1 = dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps, loss_type="l1")
+    torch.testing.assert_close(l2, eps.square().mean())
+    torch.testing.assert_close(l1, eps.abs().mean())
+    per_image = dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps, reduction="none")
+    assert per_image.shape == (8,)
+
+
+def test_bad_inputs_raise_clear_errors(schedule):
+    x0 = torch.zeros(2, 1, 4, 4)
+    eps = torch.zeros_like(x0)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, 1000\)"):
+        dh.q_sample(x0, torch.tensor([0, 1000]), eps, schedule)
+    with pytest.raises(ValueError, match=r"t must have shape \(2,\)"):
+        dh.q_sample(x0, torch.tensor([0]), eps, schedule)
+    with pytest.raises(ValueError, match="integer"):
+        dh.q_sample(x0, torch.tensor([0.0, 1.0]), eps, schedule)
+    with pytest.raises(ValueError, match=r"x0 must have shape \(B, C, H, W\)"):
+        dh.q_sample(torch.zeros(2, 4, 4), torch.tensor([0, 1]), torch.zeros(2, 4, 4), schedule)
+    with pytest.raises(ValueError, match="x0 and eps must have the same shape"):
+        dh.q_sample(x0, torch.tensor([0, 1]), torch.zeros(2, 1, 4, 5), schedule)
+    model = lambda x_t, t, y: x_t  # noqa: E731
+    with pytest.raises(ValueError, match=r"x0 must lie in \[-1, 1\].*to_model_range"):
+        dh.ddpm_loss(model, x0 + 3, schedule)
+    with pytest.raises(ValueError, match="loss_type"):
+        dh.ddpm_loss(model, x0, schedule, loss_type="huber")

@@ -1,0 +1,141 @@
+import pytest
+import torch
+
+import ddpm_helpers as dh
+
+
+class ZeroModel(torch.nn.Module):
+    def forward(self, x_t, t, y=None):
+        return torch.zeros_like(x_t)
+
+
+def test_ddim_with_eta_one_on_every_step_has_ddpm_posterior_variance(schedule):
+    t = torch.arange(1, 1000)
+    sigma = dh.samplers.ddim_sigma(t, t - 1, schedule, eta=1.0, ndim=1)
+    # 1 − ᾱ_t/ᾱ_{t−1} = β_t cancels catastrophically in float32 when β_t ≈ 1e-4: rtol 1e-3, not 1e-6.
+    torch.testing.assert_close(sigma.square(), schedule.posterior_variance[t], rtol=1e-3, atol=1e-9)
+
+
+def test_ddim_eta_one_step_matches_ddpm_step_in_distribution(schedule):
+    """Same mean (with noise off) and same noise scale as the ancestral step."""
+    g = torch.Generator().manual_seed(0)
+    x_t, eps_hat = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
+    t = torch.full((4,), 400)
+    ddpm = dh.ddpm_step(x_t, t, eps_hat, schedule, clip_x0=False, generator=torch.Generator().manual_seed(1))
+    ddim = dh.ddim_step(x_t, t, t - 1, eps_hat, schedule, eta=1.0, clip_x0=False, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ddim.x_prev, ddpm.x_prev, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variance", ["posterior", "beta"])
+def test_ddpm_step_without_clipping_is_algorithm_2(schedule, variance):
+    """x_{t−1} = (x_t − β_t/√(1−ᾱ_t) · eps_hat)/√α_t + σ_t z, with the same z."""
+    g = torch.Generator().manual_seed(2)
+    x_t, eps_hat = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    t = torch.tensor([1, 200, 999])
+    step = dh.ddpm_step(x_t, t, eps_hat, schedule, clip_x0=False, variance=variance, generator=torch.Generator().manual_seed(7))
+    z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(7))
+    b, a, ab = (schedule.betas[t].view(-1, 1, 1, 1), schedule.alphas[t].view(-1, 1, 1, 1), schedule.alpha_bars[t].view(-1, 1, 1, 1))
+    sigma_sq = b if variance == "beta" else schedule.posterior_variance[t].view(-1, 1, 1, 1)
+    expected = (x_t - b / (1 - ab).sqrt() * eps_hat) / a.sqrt() + sigma_sq.sqrt() * z
+    torch.testing.assert_close(step.x_prev, expected, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("variance", ["posterior", "beta"])
+def test_no_noise_is_added_at_the_last_step(schedule, variance):
+    x_t, eps_hat = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
+    t = torch.zeros(2, dtype=torch.long)
+    a = dh.ddpm_step(x_t, t, eps_hat, schedule, variance=variance, generator=torch.Generator().manual_seed(0))
+    b = dh.ddpm_step(x_t, t, eps_hat, schedule, variance=variance, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a.x_prev, b.x_prev)  # different noise, same result: no noise
+    torch.testing.assert_close(a.x_prev, a.x0_hat, atol=1e-6, rtol=0)  # the last step returns x0_hat
+    last = dh.ddim_step(x_t, t, torch.full_like(t, -1), eps_hat, schedule, eta=1.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(last.x_prev, last.x0_hat)
+
+
+def test_noise_is_added_before_the_last_step(schedule):
+    x_t, eps_hat, t = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4), torch.full((2,), 5)
+    a = dh.ddpm_step(x_t, t, eps_hat, schedule, generator=torch.Generator().manual_seed(0))
+    b = dh.ddpm_step(x_t, t, eps_hat, schedule, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(a.x_prev, b.x_prev)
+
+
+@pytest.mark.parametrize("method,num_steps,eta", [("ddpm", None, 0.0), ("ddim", 5, 0.0), ("ddim", 5, 0.5)])
+def test_samplers_are_deterministic_under_a_generator(tiny_unet, method, num_steps, eta):
+    schedule = dh.make_schedule("cosine", 20)
+    torch.nn.init.normal_(tiny_unet.head[-1].weight, std=0.1)
+    run = lambda seed: dh.sample(tiny_unet, 2, schedule, method=method, num_steps=num_steps, eta=eta, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    first, again, other = run(0), run(0), run(1)
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, other)
+    assert first.shape == (2, 1, 32, 32) and float(first.abs().max()) <= 1.0
+
+
+def test_ddim_with_eta_zero_is_deterministic_given_x_T(tiny_unet):
+    schedule = dh.make_schedule("cosine", 20)
+    x_T = torch.randn(2, 1, 32, 32)
+    ends = [list(dh.iterate_sampler(tiny_unet, x_T, schedule, method="ddim", num_steps=4, generator=torch.Generator().manual_seed(s)))[-1].x for s in (0, 1)]
+    torch.testing.assert_close(ends[0], ends[1])
+
+
+def test_iterate_sampler_yields_every_visited_step(tiny_unet):
+    schedule = dh.make_schedule("cosine", 20)
+    states = list(dh.iterate_sampler(tiny_unet, torch.randn(1, 1, 32, 32), schedule, method="ddim", num_steps=4))
+    assert [s.t for s in states] == dh.timesteps(20, 4) == [19, 13, 6, 0]
+    assert len(list(dh.iterate_sampler(tiny_unet, torch.randn(1, 1, 32, 32), schedule))) == 20
+
+
+class GaussianOracle(torch.nn.Module):
+    """The exact ε-prediction for data x0 ~ N(mu, s²): E[eps | x_t] = √(1−ᾱ)(x_t − √ᾱ mu) / (ᾱ s² + 1 − ᾱ)."""
+
+    def __init__(self, schedule, mu, s):
+        super().__init__()
+        self.schedule, self.mu, self.s = schedule, mu, s
+
+    def forward(self, x_t, t, y=None):
+        alpha_bar = self.schedule.alpha_bars[t].view(-1, 1, 1, 1)
+        return (1 - alpha_bar).sqrt() * (x_t - alpha_bar.sqrt() * self.mu) / (alpha_bar * self.s**2 + 1 - alpha_bar)
+
+
+def oracle_samples(schedule, method, num_steps, eta, mu=0.3, s=0.2):
+    return dh.sample(GaussianOracle(schedule, mu, s), 20_000, schedule, method=method, num_steps=num_steps, eta=eta,
+                     image_shape=(1, 1, 1), clip_x0=False, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("method,num_steps,eta", [("ddpm", None, 0.0), ("ddim", 1000, 0.0), ("ddim", 1000, 1.0)])
+def test_samplers_with_an_exact_oracle_recover_a_gaussian_data_distribution(schedule, method, num_steps, eta):
+    out = oracle_samples(schedule, method, num_steps, eta)
+    assert float(out.mean()) == pytest.approx(0.3, abs=0.01)  # Monte Carlo error ≈ 0.0014
+    assert float(out.std()) == pytest.approx(0.2, rel=0.03)
+
+
+def test_ddim_discretisation_error_shrinks_with_more_steps(schedule):
+    """With few steps DDIM underestimates the spread of a narrow distribution; more steps fix it."""
+    errors = [abs(float(oracle_samples(schedule, "ddim", n, 0.0).std()) - 0.2) for n in (20, 100, 1000)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_timesteps_spacings():
+    assert dh.timesteps(1000, 1000) == list(range(999, -1, -1))
+    quadratic = dh.timesteps(1000, 10, "quadratic")
+    assert quadratic[0] == 999 and quadratic[-1] == 0
+    gaps = [a - b for a, b in zip(quadratic, quadratic[1:])]
+    assert gaps == sorted(gaps, reverse=True)  # denser near t = 0
+
+
+def test_sampler_bad_inputs(schedule, tiny_unet):
+    x = torch.randn(1, 1, 4, 4)
+    t = torch.tensor([5])
+    with pytest.raises(ValueError, match="variance"):
+        dh.ddpm_step(x, t, x, schedule, variance="learned")
+    with pytest.raises(ValueError, match="eta must lie in"):
+        dh.ddim_step(x, t, t - 1, x, schedule, eta=2.0)
+    with pytest.raises(ValueError, match="t_prev"):
+        dh.ddim_step(x, t, t, x, schedule)
+    with pytest.raises(ValueError, match="method must be one of"):
+        dh.sample(tiny_unet, 1, schedule, method="euler")
+    with pytest.raises(ValueError, match="method='ddim'"):
+        dh.sample(tiny_unet, 1, schedule, method="ddpm", num_steps=10)
+    with pytest.raises(ValueError, match="num_steps must lie in"):
+        dh.timesteps(10, 11)
+    with pytest.raises(ValueError, match="spacing"):
+        dh.timesteps(10, 5, "cubic")

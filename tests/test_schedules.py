@@ -1,0 +1,80 @@
+import math
+
+import pytest
+import torch
+
+import ddpm_helpers as dh
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_schedules_are_monotone_and_in_range(name):
+    s = dh.make_schedule(name, 1000)
+    assert s.T == 1000
+    assert bool(((s.betas > 0) & (s.betas < 1)).all())
+    assert bool((s.betas[1:] >= s.betas[:-1]).all())  # β grows
+    assert bool((s.alpha_bars[1:] < s.alpha_bars[:-1]).all())  # ᾱ strictly decreases
+    assert 0 < float(s.alpha_bars[-1]) < 1e-4  # x_T is almost pure noise
+    assert bool((s.posterior_variance >= 0).all()) and bool((s.posterior_variance <= s.betas).all())
+    assert s.betas.dtype == torch.float32
+
+
+def test_linear_schedule_matches_ho_et_al():
+    s = dh.make_schedule("linear", 1000)
+    torch.testing.assert_close(s.betas[[0, -1]], torch.tensor([1e-4, 0.02]))
+    expected = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0).float()
+    torch.testing.assert_close(s.alpha_bars, expected)
+
+
+def test_cosine_alpha_bar_matches_its_closed_form_where_beta_is_not_clipped():
+    T, offset = 1000, 0.008
+    s = dh.make_schedule("cosine", T)
+    paper_t = torch.arange(1, T + 1, dtype=torch.float64)  # code index t is paper step t + 1
+    f = torch.cos((paper_t / T + offset) / (1 + offset) * math.pi / 2) ** 2
+    closed_form = f / math.cos(offset / (1 + offset) * math.pi / 2) ** 2
+    unclipped = dh.cosine_betas(T) < 0.999
+    assert unclipped.sum() > 990  # clipping only touches the last steps
+    torch.testing.assert_close(s.alpha_bars[unclipped].double(), closed_form[unclipped], rtol=1e-5, atol=1e-7)
+
+
+def test_index_t_is_the_papers_step_t_plus_one():
+    s = dh.make_schedule("linear", 1000)
+    # ᾱ_1 = α_1 = 1 − β_1 sits at index 0; ᾱ_0 = 1 is alpha_bars_prev[0].
+    assert float(s.alpha_bars[0]) == pytest.approx(1 - 1e-4)
+    assert float(s.alpha_bars_prev[0]) == 1.0
+    torch.testing.assert_close(s.alpha_bars_prev[1:], s.alpha_bars[:-1])
+    # The posterior variance of the paper's step 1 is 0: x_0 is fixed given x_1 and x_0.
+    assert float(s.posterior_variance[0]) == 0.0
+
+
+def test_derived_tables_agree_with_their_definitions():
+    s = dh.make_schedule("cosine", 500)
+    torch.testing.assert_close(s.alphas, 1 - s.betas)
+    torch.testing.assert_close(s.sqrt_alpha_bars**2, s.alpha_bars)
+    torch.testing.assert_close(s.sqrt_one_minus_alpha_bars**2, 1 - s.alpha_bars)
+    torch.testing.assert_close(s.snr(), s.alpha_bars / (1 - s.alpha_bars))
+
+
+def test_schedules_are_computed_in_float64_before_storing():
+    s = dh.make_schedule("linear", 1000)
+    float32_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float32), 0)
+    float64_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    assert float((s.alpha_bars.double() - float64_cumprod).abs().max()) <= float((float32_cumprod.double() - float64_cumprod).abs().max())
+
+
+def test_unknown_schedule_name_is_refused():
+    with pytest.raises(ValueError, match="schedule name must be one of.*'quadratic'"):
+        dh.make_schedule("quadratic")
+
+
+def test_bad_betas_are_refused():
+    with pytest.raises(ValueError, match="T must be at least 2"):
+        dh.linear_betas(1)
+    with pytest.raises(ValueError, match="too small"):
+        dh.linear_betas(10)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        dh.schedule_from_betas(torch.tensor([0.1, 1.5], dtype=torch.float64))
+
+
+def test_schedule_moves_between_devices():
+    s = dh.make_schedule("linear", 100).to("cpu")
+    assert s.device.type == "cpu" and s.name == "linear"
