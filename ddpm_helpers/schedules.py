@@ -62,6 +62,7 @@ class NoiseSchedule:
     ``posterior_variance``            β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t
     ``posterior_mean_coef_x0``        √ᾱ_{t−1} β_t / (1 − ᾱ_t)
     ``posterior_mean_coef_xt``        √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)
+    ``log_snr``                       log(ᾱ_t / (1 − ᾱ_t))
     ================================  =====================================
     """
 
@@ -75,6 +76,7 @@ class NoiseSchedule:
     posterior_variance: torch.Tensor
     posterior_mean_coef_x0: torch.Tensor
     posterior_mean_coef_xt: torch.Tensor
+    log_snr: torch.Tensor
 
     @property
     def T(self) -> int:
@@ -86,8 +88,11 @@ class NoiseSchedule:
         return self.betas.device
 
     def snr(self) -> torch.Tensor:
-        """Signal-to-noise ratio SNR_t = ᾱ_t / (1 − ᾱ_t), (T,) float32."""
-        return self.alpha_bars / (1 - self.alpha_bars)
+        """Signal-to-noise ratio SNR_t = ᾱ_t / (1 − ᾱ_t), (T,) float32.
+
+        Computed from the float64 ``log_snr`` table: in float32, 1 − ᾱ_t cancels near t = 0.
+        """
+        return self.log_snr.exp()
 
     def to(self, device: torch.device | str) -> "NoiseSchedule":
         """A copy with every table on ``device``."""
@@ -117,6 +122,7 @@ def schedule_from_betas(betas: torch.Tensor, name: str = "custom") -> NoiseSched
         "posterior_variance": (1 - alpha_bars_prev) / (1 - alpha_bars) * betas,
         "posterior_mean_coef_x0": alpha_bars_prev.sqrt() * betas / (1 - alpha_bars),
         "posterior_mean_coef_xt": alphas.sqrt() * (1 - alpha_bars_prev) / (1 - alpha_bars),
+        "log_snr": alpha_bars.log() - torch.log1p(-alpha_bars),
     }
     return NoiseSchedule(name=name, **{k: v.to(torch.float32) for k, v in tables.items()})
 

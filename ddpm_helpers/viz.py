@@ -74,7 +74,7 @@ def show_strip(images: Sequence[torch.Tensor], labels: Sequence[str], title: str
     for col, (batch, label) in enumerate(zip(images, labels)):
         for row in range(rows):
             ax = axes[row, col]
-            ax.imshow(to_pixel_range(batch[row, 0].detach().float().cpu()).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(to_pixel_range(batch[row, 0].detach().float().cpu()).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:

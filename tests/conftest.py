@@ -1,14 +1,9 @@
-"""Tests run in tiny mode on the CPU. Set before any kernel starts, so nbval's kernels inherit it."""
+"""Fixtures of the unit tests; the tiny mode itself is set by the root conftest.py."""
 
-import os
+import pytest
+import torch
 
-os.environ["DDPM_MODE"] = "tiny"
-os.environ.pop("DDPM_MNIST_ROOT", None)  # tests read the subset shipped with the package
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import ddpm_helpers as dh  # noqa: E402
+import ddpm_helpers as dh
 
 
 @pytest.fixture

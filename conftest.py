@@ -1,0 +1,11 @@
+"""Loaded by every pytest run from the repository root: tests and notebooks run in tiny mode.
+
+Set here, before any kernel starts, so the kernels that nbval launches inherit it.
+"""
+
+import os
+
+collect_ignore = ["_build", ".venv", "scripts", "benchmarks"]
+
+os.environ["DDPM_MODE"] = "tiny"
+os.environ.pop("DDPM_MNIST_ROOT", None)  # read the subset shipped with the package

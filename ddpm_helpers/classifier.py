@@ -1,0 +1,143 @@
+"""A small MNIST classifier that the metrics use as their feature extractor.
+
+Inception features (the usual FID backbone) know nothing about 32×32 handwritten digits, so the book
+trains its own classifier and measures FID and KID on its penultimate features (128 numbers per
+image) and class accuracy on its logits. Its weights ship with the package
+(``weights/mnist_classifier.pt``, with a JSON card of how it was trained and how accurate it is);
+``scripts/train_classifier.py`` reproduces them. Taught in: measuring_quality.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import check_images
+from .data import ImageSet
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CLASSIFIER_WEIGHTS = WEIGHTS_DIR / "mnist_classifier.pt"
+CLASSIFIER_CARD = WEIGHTS_DIR / "mnist_classifier.json"
+FEATURE_DIM = 128
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+    )
+
+
+class MNISTClassifier(nn.Module):
+    """Three convolutional blocks (32, 64, 128 channels; 32→16→8→4 pixels), global average pooling
+    to a 128-dimensional feature vector, dropout and a linear layer to 10 logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv_block(1, 32), nn.MaxPool2d(2),
+            _conv_block(32, 64), nn.MaxPool2d(2),
+            _conv_block(64, FEATURE_DIM), nn.MaxPool2d(2),
+        )
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(FEATURE_DIM, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features, (B, 128), for images (B, 1, 32, 32) in [-1, 1]."""
+        return self.body(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random small affine distortions (±10° rotation, ±10% scale, ±2 px shift): one grid_sample."""
+    b = x.shape[0]
+    angle = (torch.rand(b, generator=generator, device=x.device) - 0.5) * (2 * 0.1745)
+    scale = 1 + (torch.rand(b, generator=generator, device=x.device) - 0.5) * 0.2
+    shift = (torch.rand(b, 2, generator=generator, device=x.device) - 0.5) * (4 / 16)  # ±2 px in [-1, 1] units
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # pad with background: shift to [0, 2] so zero-padding means -1 after shifting back
+    return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1
+
+
+@dataclass(frozen=True)
+class ClassifierCard:
+    """What the shipped classifier was trained on and how well it does."""
+
+    test_accuracy: float
+    num_test_images: int
+    num_train_images: int
+    epochs: int
+    seed: int
+    train_seconds: float
+    device: str
+    num_parameters: int
+
+
+def train_classifier(train_set: ImageSet, *, epochs: int = 12, batch_size: int = 128, lr: float = 3e-3, seed: int = 0, device: str | torch.device = "cpu", progress: bool = True) -> tuple[MNISTClassifier, float]:
+    """Train :class:`MNISTClassifier` with AdamW, a one-cycle learning rate and augmentation.
+
+    Deterministic under ``seed`` on the CPU. Returns the model (in eval mode) and the seconds taken.
+    """
+    check_images(train_set.images, "train_set.images", in_model_range=True)
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    model = MNISTClassifier().to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    images, labels = train_set.images.to(device), train_set.labels.to(device)
+    steps_per_epoch = -(-images.shape[0] // batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(images.shape[0], generator=generator, device=device)
+        total = 0.0
+        for start in range(0, images.shape[0], batch_size):
+            index = order[start : start + batch_size]
+            loss = F.cross_entropy(model(augment(images[index], generator)), labels[index], label_smoothing=0.05)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * index.shape[0]
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs}: loss {total / images.shape[0]:.4f} ({time.perf_counter() - started:.0f} s)")
+    return model.eval(), time.perf_counter() - started
+
+
+def save_classifier(model: MNISTClassifier, card: ClassifierCard, weights: Path = CLASSIFIER_WEIGHTS, card_path: Path = CLASSIFIER_CARD) -> None:
+    """Write the weights in half precision (they lose nothing measurable; see the card) and the card as JSON."""
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    tmp = weights.with_name(weights.name + ".tmp")
+    torch.save({"format_version": 1, "state_dict": state}, tmp)
+    tmp.replace(weights)
+    card_path.write_text(json.dumps(card.__dict__, indent=2) + "\n")
+
+
+def load_classifier(device: str | torch.device = "cpu", weights: Path = CLASSIFIER_WEIGHTS) -> MNISTClassifier:
+    """The shipped classifier, in float32 and eval mode, on ``device``."""
+    if not weights.is_file():
+        raise FileNotFoundError(f"no classifier weights at {weights}; run scripts/train_classifier.py to make them")
+    try:
+        payload = torch.load(weights, map_location="cpu", weights_only=True)
+        model = MNISTClassifier()
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
+    except Exception as error:
+        raise ValueError(f"classifier weights {weights} are corrupt or do not fit MNISTClassifier ({error})") from error
+    return model.eval().to(device)
+
+
+def classifier_card(card_path: Path = CLASSIFIER_CARD) -> ClassifierCard:
+    """The shipped classifier's card: its measured test accuracy and how it was trained."""
+    return ClassifierCard(**json.loads(card_path.read_text()))

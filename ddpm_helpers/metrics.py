@@ -1,0 +1,167 @@
+"""Sample-quality metrics: FID and KID on the MNIST classifier's features, class accuracy and
+confidence from its logits, SSIM and PSNR for reconstructions, and nearest training neighbours.
+
+FID, KID, SSIM and PSNR are pure functions of tensors; :func:`classify` is the only place that
+runs the classifier. Every FID is biased at small sample counts: compare numbers computed on the
+same number of samples, and report that number. Taught in: measuring_quality.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import check_images
+
+
+class Classified(NamedTuple):
+    """The classifier's view of a batch: penultimate features (N, 128) and logits (N, 10)."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+def describe_device(device: torch.device | str) -> str:
+    """A human-readable name of the device, e.g. 'NVIDIA H100 80GB HBM3' or 'CPU (2 threads, x86_64)'."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type.upper()} ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+@torch.no_grad()
+def classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 500) -> Classified:
+    """Features and logits of ``images`` ((N, 1, 32, 32) in [-1, 1]), computed in batches on the
+    classifier's device; returned on the CPU in float32."""
+    check_images(images, "images", in_model_range=True)
+    device = next(classifier.parameters()).device
+    classifier.eval()
+    features, logits = [], []
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size].to(device)
+        f = classifier.features(batch)
+        features.append(f.float().cpu())
+        logits.append(classifier.head(f).float().cpu())
+    return Classified(torch.cat(features), torch.cat(logits))
+
+
+def _check_features(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], min_count: int = 2) -> None:
+    for x, name in zip((a, b), names):
+        if x.ndim != 2:
+            raise ValueError(f"{name} must have shape (N, D), got {tuple(x.shape)}")
+        if x.shape[0] < min_count:
+            raise ValueError(f"{name} needs at least {min_count} samples, got {x.shape[0]}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same feature size, got {a.shape[1]} and {b.shape[1]}")
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix via its eigendecomposition."""
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
+
+
+def fid(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017), in float64:
+
+    FID = ‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a^{1/2} Σ_b Σ_a^{1/2})^{1/2}).
+
+    features_a: (N, D), features_b: (M, D), each with more samples than dimensions for a full-rank fit.
+    """
+    _check_features(features_a, features_b, ("features_a", "features_b"))
+    dim = features_a.shape[1]
+    for x, name in ((features_a, "features_a"), (features_b, "features_b")):
+        if x.shape[0] <= dim:
+            raise ValueError(f"{name} needs more samples than feature dimensions ({dim}) for a covariance, got {x.shape[0]}")
+    a, b = features_a.double().numpy(), features_b.double().numpy()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root_a = _sqrt_psd(sigma_a)
+    cross = _sqrt_psd(root_a @ sigma_b @ root_a)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sigma_a) + np.trace(sigma_b) - 2 * np.trace(cross))
+
+
+def kid(features_a: torch.Tensor, features_b: torch.Tensor, *, num_subsets: int = 100, subset_size: int = 1000, generator: torch.Generator | None = None) -> tuple[float, float]:
+    """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the kernel
+    k(x, y) = (xᵀy / D + 1)³, averaged over random subsets. Returns (mean, standard deviation)."""
+    _check_features(features_a, features_b, ("features_a", "features_b"))
+    size = min(subset_size, features_a.shape[0], features_b.shape[0])
+    a, b = features_a.double(), features_b.double()
+    dim = a.shape[1]
+    values = []
+    for _ in range(num_subsets):
+        x = a[torch.randperm(a.shape[0], generator=generator)[:size]]
+        y = b[torch.randperm(b.shape[0], generator=generator)[:size]]
+        k_xx, k_yy, k_xy = ((x @ x.T / dim + 1) ** 3, (y @ y.T / dim + 1) ** 3, (x @ y.T / dim + 1) ** 3)
+        off_diagonal = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (size * (size - 1))
+        values.append(float(off_diagonal - 2 * k_xy.mean()))
+    values_t = torch.tensor(values)
+    return float(values_t.mean()), float(values_t.std()) if num_subsets > 1 else 0.0
+
+
+def class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose arg-max class equals the label (for conditional samples: the requested digit)."""
+    if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"logits must be (N, C) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def confidences(logits: torch.Tensor) -> torch.Tensor:
+    """The classifier's probability of its predicted class, (N,)."""
+    return F.softmax(logits.float(), dim=1).max(dim=1).values
+
+
+def confident_fraction(logits: torch.Tensor, threshold: float = 0.9) -> float:
+    """Fraction of samples the classifier recognises confidently (top probability ≥ ``threshold``)."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+    return float((confidences(logits) >= threshold).float().mean())
+
+
+def class_histogram(logits: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Fraction of samples predicted as each class, (num_classes,): a skew reveals mode collapse."""
+    return torch.bincount(logits.argmax(1), minlength=num_classes).float() / logits.shape[0]
+
+
+def _as_pixel_arrays(x: torch.Tensor, name: str) -> np.ndarray:
+    check_images(x, name, in_model_range=True)
+    return ((x.detach().double().cpu() + 1) / 2).numpy()  # [0, 1]
+
+
+def psnr(reference: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image in dB, on [0, 1] pixels (data range 1), via scikit-image. (N,)"""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    ref, img = _as_pixel_arrays(reference, "reference"), _as_pixel_arrays(images, "images")
+    if ref.shape != img.shape:
+        raise ValueError(f"reference and images must have the same shape, got {ref.shape} and {img.shape}")
+    return torch.tensor([peak_signal_noise_ratio(r, i, data_range=1.0) for r, i in zip(ref, img)])
+
+
+def ssim(reference: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Structural similarity per image (Wang et al. 2004) on [0, 1] pixels, via scikit-image. (N,)"""
+    from skimage.metrics import structural_similarity
+
+    ref, img = _as_pixel_arrays(reference, "reference"), _as_pixel_arrays(images, "images")
+    if ref.shape != img.shape:
+        raise ValueError(f"reference and images must have the same shape, got {ref.shape} and {img.shape}")
+    return torch.tensor([structural_similarity(r[0], i[0], data_range=1.0) for r, i in zip(ref, img)])
+
+
+def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest references to each query by Euclidean distance in feature space.
+
+    queries: (N, D), references: (M, D). Returns (distances (N, k), indices (N, k)) — a memorisation
+    check: samples much closer to a training image than test images are to theirs were copied.
+    """
+    _check_features(queries, references, ("queries", "references"), min_count=1)
+    if not 1 <= k <= references.shape[0]:
+        raise ValueError(f"k must lie in [1, {references.shape[0]}], got {k}")
+    distances = torch.cdist(queries.float(), references.float())
+    result = distances.topk(k, dim=1, largest=False)
+    return result.values, result.indices

@@ -1,0 +1,144 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ddpm_helpers as dh
+from ddpm_helpers import metrics
+
+
+def gaussian(n, mean, cov, seed):
+    g = torch.Generator().manual_seed(seed)
+    chol = torch.linalg.cholesky(torch.as_tensor(cov, dtype=torch.float64))
+    return torch.as_tensor(mean, dtype=torch.float64) + torch.randn(n, len(mean), generator=g, dtype=torch.float64) @ chol.T
+
+
+def test_fid_of_two_gaussians_matches_the_closed_form():
+    """Diagonal covariances: FID = ‖μa − μb‖² + Σ_i (σa_i − σb_i)²."""
+    mean_a, mean_b = [0.0, 1.0, -1.0], [0.5, 1.0, 0.0]
+    var_a, var_b = np.array([1.0, 4.0, 0.25]), np.array([2.0, 1.0, 0.25])
+    a = gaussian(200_000, mean_a, np.diag(var_a), 0)
+    b = gaussian(200_000, mean_b, np.diag(var_b), 1)
+    expected = 0.25 + 1.0 + ((np.sqrt(var_a) - np.sqrt(var_b)) ** 2).sum()
+    assert metrics.fid(a, b) == pytest.approx(expected, rel=0.01)
+
+
+def test_fid_with_full_covariances_matches_the_matrix_formula():
+    """Non-commuting covariances, checked against an independent eigen-based evaluation."""
+    cov_a = np.array([[2.0, 0.8], [0.8, 1.0]])
+    cov_b = np.array([[1.0, -0.3], [-0.3, 0.5]])
+    a = gaussian(400_000, [0.0, 0.0], cov_a, 2)
+    b = gaussian(400_000, [1.0, 0.0], cov_b, 3)
+    # tr((cov_a cov_b)^{1/2}) = sum of square roots of the eigenvalues of cov_a cov_b (all real, ≥ 0)
+    cross = np.sqrt(np.linalg.eigvals(cov_a @ cov_b).real).sum()
+    expected = 1.0 + np.trace(cov_a) + np.trace(cov_b) - 2 * cross
+    assert metrics.fid(a, b) == pytest.approx(expected, rel=0.02)
+
+
+def test_fid_of_identical_sets_is_zero_and_is_symmetric():
+    a = gaussian(500, [0.0] * 8, np.eye(8), 4)
+    assert abs(metrics.fid(a, a)) < 1e-8
+    b = gaussian(500, [0.3] * 8, np.eye(8) * 2, 5)
+    assert metrics.fid(a, b) == pytest.approx(metrics.fid(b, a), rel=1e-6)
+
+
+def test_kid_is_unbiased_on_identical_distributions():
+    a = gaussian(2000, [0.0] * 4, np.eye(4), 6).float()
+    b = gaussian(2000, [0.0] * 4, np.eye(4), 7).float()
+    mean, std = metrics.kid(a, b, num_subsets=50, subset_size=500, generator=torch.Generator().manual_seed(0))
+    assert abs(mean) < 3 * std / math.sqrt(50) + 1e-4  # zero within its standard error
+    shifted = b + 1.0
+    mean_shifted, _ = metrics.kid(a, shifted, num_subsets=10, subset_size=500, generator=torch.Generator().manual_seed(0))
+    assert mean_shifted > 20 * std
+
+
+def test_psnr_known_values():
+    x = torch.zeros(2, 1, 16, 16)
+    assert torch.isinf(metrics.psnr(x, x)).all()
+    # an error of 0.1 in [-1, 1] is 0.05 in [0, 1]: PSNR = 10 log10(1 / 0.05²) ≈ 26.02 dB
+    torch.testing.assert_close(metrics.psnr(x, x + 0.1), torch.full((2,), 10 * math.log10(1 / 0.05**2), dtype=torch.float64))
+
+
+def test_ssim_known_values():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 32, 32, generator=g) * 2 - 1
+    torch.testing.assert_close(metrics.ssim(x, x), torch.ones(3, dtype=torch.float64))
+    noisy = (x + 0.5 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    values = metrics.ssim(x, noisy)
+    assert bool((values < 0.9).all()) and bool((values > -1).all())
+    less_noisy = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    assert bool((metrics.ssim(x, less_noisy) > values).all())
+
+
+def test_class_metrics():
+    logits = torch.tensor([[5.0, 0.0], [0.0, 5.0], [0.1, 0.0], [9.0, 0.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    assert metrics.class_accuracy(logits, labels) == 0.75
+    assert metrics.confident_fraction(logits, 0.9) == 0.75
+    torch.testing.assert_close(metrics.class_histogram(logits, 2), torch.tensor([0.75, 0.25]))
+
+
+def test_nearest_neighbours():
+    refs = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    distances, indices = metrics.nearest_neighbours(torch.tensor([[9.0, 1.0], [0.5, 0.0]]), refs, k=2)
+    assert indices.tolist() == [[1, 0], [0, 1]]
+    torch.testing.assert_close(distances[1, 0], torch.tensor(0.5))
+
+
+def test_metrics_bad_inputs():
+    a = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="features_a must have shape"):
+        metrics.fid(torch.randn(10), a)
+    with pytest.raises(ValueError, match="same feature size"):
+        metrics.fid(a, torch.randn(10, 5))
+    with pytest.raises(ValueError, match="more samples than feature dimensions"):
+        metrics.fid(torch.randn(3, 4), a)
+    with pytest.raises(ValueError, match=r"images must lie in \[-1, 1\]"):
+        metrics.psnr(torch.zeros(1, 1, 4, 4), torch.full((1, 1, 4, 4), 3.0))
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.ssim(torch.zeros(1, 1, 8, 8), torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="threshold"):
+        metrics.confident_fraction(torch.zeros(2, 10), 1.5)
+    with pytest.raises(ValueError, match="k must lie in"):
+        metrics.nearest_neighbours(a, a, k=0)
+
+
+def test_classifier_shapes_and_augmentation():
+    model = dh.MNISTClassifier()
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    out = metrics.classify(model, x, batch_size=3)
+    assert out.features.shape == (4, 128) and out.logits.shape == (4, 10)
+    background = -torch.ones(2, 1, 32, 32)
+    augmented = dh.classifier.augment(background, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(augmented, background)  # shifts pad with background, not grey
+
+
+def test_shipped_classifier_recognises_the_bundled_test_digits(cfg):
+    """The bundled test images are official MNIST test images, never trained on."""
+    test = dh.load_mnist("test", cfg)
+    classified = metrics.classify(dh.load_classifier(), test.images)
+    accuracy = metrics.class_accuracy(classified.logits, test.labels)
+    assert accuracy >= 0.99
+    card = dh.classifier_card()
+    assert card.num_test_images == 10_000 and card.test_accuracy >= 0.993
+
+
+def test_fid_between_real_sets_is_far_below_fid_to_noise(cfg):
+    """Real vs real is the floor; images of pure noise are far away in the classifier's features."""
+    classifier = dh.load_classifier()
+    test = dh.load_mnist("test", cfg).images
+    train = dh.load_mnist("train", cfg, num_images=500).images
+    noise = torch.rand(500, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    real_a, real_b = metrics.classify(classifier, test[:500]).features, metrics.classify(classifier, train).features
+    fake = metrics.classify(classifier, noise).features
+    assert metrics.fid(real_a, real_b) < 0.05 * metrics.fid(real_a, fake)
+
+
+def test_corrupt_classifier_weights_are_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        dh.load_classifier(weights=bad)
+    with pytest.raises(FileNotFoundError, match="train_classifier.py"):
+        dh.load_classifier(weights=tmp_path / "missing.pt")
