@@ -54,6 +54,7 @@ class Config:
     # figures and checks
     num_samples: int = 64  # images generated or inspected for a figure
     num_mc_samples: int = 20_000  # Monte Carlo draws for numeric checks
+    num_fid_samples: int = 2_000  # images per set for FID/KID (more than the 128 feature dimensions)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -113,6 +114,7 @@ TINY = Config(
     checkpoint_every=2,
     num_samples=8,
     num_mc_samples=2_000,
+    num_fid_samples=200,
 )
 
 FULL = Config(

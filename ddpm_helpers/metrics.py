@@ -165,3 +165,27 @@ def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, k: int =
     distances = torch.cdist(queries.float(), references.float())
     result = distances.topk(k, dim=1, largest=False)
     return result.values, result.indices
+
+
+class QualityReport(NamedTuple):
+    """How good a set of unconditional samples is, judged by the MNIST classifier."""
+
+    num_samples: int
+    fid: float  # against the reference features, at num_samples samples
+    confident_fraction: float  # share of samples recognised with probability ≥ 0.9
+    min_class_share: float  # the rarest predicted digit's share (0.1 when balanced)
+    class_shares: list[float]  # predicted-class histogram
+
+
+def quality_report(classifier: nn.Module, samples: torch.Tensor, reference_features: torch.Tensor) -> QualityReport:
+    """FID against ``reference_features`` (e.g. real test images, same count), confident recognition
+    and the predicted-class histogram of ``samples`` ((N, 1, 32, 32) in [-1, 1])."""
+    classified = classify(classifier, samples)
+    shares = class_histogram(classified.logits)
+    return QualityReport(
+        num_samples=samples.shape[0],
+        fid=fid(classified.features, reference_features),
+        confident_fraction=confident_fraction(classified.logits),
+        min_class_share=float(shares.min()),
+        class_shares=[round(float(s), 4) for s in shares],
+    )

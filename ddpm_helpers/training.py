@@ -162,9 +162,11 @@ def train(
     num_steps: int | None = None,
     val_set: ImageSet | None = None,
     checkpoint_path: str | None = None,
+    max_seconds: float | None = None,
     progress: bool = True,
 ) -> History:
-    """Train until ``state.step`` reaches ``num_steps`` (default ``config.num_train_steps``).
+    """Train until ``state.step`` reaches ``num_steps`` (default ``config.num_train_steps``), or
+    until ``state.elapsed`` (training seconds, summed over calls) reaches ``max_seconds``.
 
     Batches are drawn with replacement from ``train_set`` (held on the device). Every
     ``config.eval_every`` steps the validation loss is recorded; every ``config.checkpoint_every``
@@ -174,6 +176,8 @@ def train(
     from .checkpoint import save_checkpoint  # checkpoint imports this module
 
     target = config.num_train_steps if num_steps is None else num_steps
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     if target < 0:
         raise ValueError(f"num_steps must be non-negative, got {target}")
     check_images(train_set.images, "train_set.images", in_model_range=True)
@@ -184,11 +188,14 @@ def train(
     pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
     bar = tqdm(total=target, initial=state.step, disable=not progress, desc="training", mininterval=2.0)
     started = time.perf_counter() - state.elapsed
-    while state.step < target:
+    out_of_time = False
+    while state.step < target and not out_of_time:
         index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
         pending.append(train_step(state, images[index], schedule, config))
         bar.update(1)
-        at_end = state.step == target
+        if max_seconds is not None:
+            out_of_time = time.perf_counter() - started >= max_seconds
+        at_end = state.step == target or out_of_time
         if state.step % config.eval_every == 0 or at_end:
             history.train_loss.extend(torch.stack(pending).tolist())
             pending.clear()

@@ -142,3 +142,13 @@ def test_corrupt_classifier_weights_are_refused(tmp_path):
         dh.load_classifier(weights=bad)
     with pytest.raises(FileNotFoundError, match="train_classifier.py"):
         dh.load_classifier(weights=tmp_path / "missing.pt")
+
+
+def test_quality_report_of_real_digits(cfg):
+    classifier = dh.load_classifier()
+    test = dh.load_mnist("test", cfg).images
+    reference = metrics.classify(classifier, test[:300]).features
+    report = metrics.quality_report(classifier, test[300:600], reference)
+    assert report.num_samples == 300 and report.confident_fraction > 0.95
+    assert report.min_class_share > 0.05 and abs(sum(report.class_shares) - 1) < 1e-3
+    assert report.fid < 5.0

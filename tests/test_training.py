@@ -139,3 +139,12 @@ def test_train_refuses_images_outside_the_model_range(cfg, schedule):
     bad = dh.ImageSet(torch.rand(4, 1, 32, 32) * 255, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"train_set.images must lie in \[-1, 1\]"):
         dh.train(fresh_state(cfg), bad, schedule, cfg, num_steps=1, progress=False)
+
+
+def test_train_stops_at_a_time_budget_and_records_the_end(cfg, schedule, data):
+    state = fresh_state(cfg)
+    dh.train(state, data[0], schedule, cfg, num_steps=10_000, val_set=data[1], max_seconds=0.3, progress=False)
+    assert 0 < state.step < 10_000 and state.elapsed >= 0.3
+    assert state.history.val_steps[-1] == state.step  # the last step is evaluated
+    with pytest.raises(ValueError, match="max_seconds"):
+        dh.train(state, data[0], schedule, cfg, max_seconds=0, progress=False)

@@ -1,0 +1,136 @@
+"""Side by side with the library a reader would otherwise use: Hugging Face diffusers.
+
+Both systems train from scratch on the same MNIST tensors (32×32, [-1, 1]) for the same wall-clock
+budgets on the same device, and are scored by the same metrics at each budget:
+
+* ours: the book's full configuration (``dh.FULL``): its U-Net, schedule, learning rate, EMA and trainer;
+* diffusers: ``UNet2DModel`` as the Hugging Face diffusion course configures it for MNIST
+  (block_out_channels (32, 64, 64), 2 layers per block, attention in the two lower blocks),
+  ``DDPMScheduler`` (1000 steps, linear β), AdamW at lr 1e-3, batch 128, MSE on the noise, no EMA.
+
+Both sample with DDIM, 50 steps, η = 0 (ours: ``dh.sample``; diffusers: ``DDIMScheduler``). Install the
+extra first: ``pip install -e .[bench]``.
+
+    DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/compare_diffusers.py [--device cuda] [--size default|large]
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from common import dh, parser, save, synchronize
+from time_to_quality import SAMPLER_STEPS, evaluate
+
+SIZES = {"small": {"minutes": [0.5], "samples": 200}, "default": {"minutes": [1.0, 2.0], "samples": 200},
+         "large": {"minutes": [1, 5, 15], "samples": 500}}
+BATCH_SIZE, LR = 128, 1e-3
+
+
+def diffusers_system(device):
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    model = UNet2DModel(
+        sample_size=32, in_channels=1, out_channels=1, layers_per_block=2, block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    ).to(device)
+    train_scheduler = DDPMScheduler(num_train_timesteps=1000)
+    return model, train_scheduler, DDIMScheduler.from_config(train_scheduler.config)
+
+
+def train_diffusers_for(model, scheduler, optimizer, images, seconds, generator, device) -> int:
+    """The course's training loop, for ``seconds`` of wall-clock time; returns the steps taken."""
+    model.train()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        x0 = images[torch.randint(0, images.shape[0], (BATCH_SIZE,), device=device, generator=generator)]
+        noise = torch.randn(x0.shape, device=device, generator=generator)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (BATCH_SIZE,), device=device, generator=generator)
+        loss = F.mse_loss(model(scheduler.add_noise(x0, noise, t), t).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    synchronize(device)
+    return steps
+
+
+@torch.no_grad()
+def sample_diffusers(model, ddim, num_samples, device, seed=0, batch=500):
+    model.eval()
+    ddim.set_timesteps(SAMPLER_STEPS)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    for start in range(0, num_samples, batch):
+        x = torch.randn((min(batch, num_samples - start), 1, 32, 32), device=device, generator=generator)
+        for t in ddim.timesteps:
+            x = ddim.step(model(x, t).sample, t, x, eta=0.0).prev_sample
+        out.append(x.clamp(-1, 1))
+    return torch.cat(out)
+
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0], SIZES).parse_args()
+    size = SIZES[args.size]
+    device = dh.pick_device(args.device)
+    cfg, n = dh.FULL, size["samples"]
+    train_set, test_set = dh.load_mnist("train", cfg), dh.load_mnist("test", cfg)
+    classifier = dh.load_classifier(device)
+    reference = dh.metrics.classify(classifier, test_set.images[:n]).features
+    floor = dh.metrics.fid(dh.metrics.classify(classifier, train_set.images[:n]).features, reference)
+    images = train_set.images.to(device)
+
+    # ours
+    schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
+    torch.manual_seed(0)
+    state = dh.init_train_state(dh.make_unet(cfg), cfg, device)
+    ours = {"system": "ddpm_helpers (this book)", "parameters": dh.count_parameters(state.model), "budgets": []}
+    for minutes in size["minutes"]:
+        dh.train(state, train_set, schedule, cfg, num_steps=10**9, max_seconds=60 * minutes, progress=False)
+        report, sample_seconds = evaluate(state.ema.model, schedule, classifier, reference, n, device)
+        ours["budgets"].append({"minutes": minutes, "steps": state.step, "fid": round(report.fid, 2),
+                                "confident_fraction": round(report.confident_fraction, 4), "min_class_share": report.min_class_share})
+        print(f"ours      {minutes:5.1f} min: {state.step:6d} steps, FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}")
+    ours["images_per_s"] = round(state.step * cfg.batch_size / state.elapsed, 1)
+    ours["sampling_seconds_per_1000"] = round(1000 * sample_seconds / n, 1)
+
+    # diffusers
+    model, ddpm, ddim = diffusers_system(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    generator = torch.Generator(device=device).manual_seed(0)
+    theirs = {"system": "diffusers UNet2DModel (course MNIST recipe)", "parameters": sum(p.numel() for p in model.parameters()), "budgets": []}
+    steps, trained = 0, 0.0
+    for minutes in size["minutes"]:
+        steps += train_diffusers_for(model, ddpm, optimizer, images, 60 * minutes - trained, generator, device)
+        trained = 60 * minutes
+        start = time.perf_counter()
+        samples = sample_diffusers(model, ddim, n, device)
+        sample_seconds = time.perf_counter() - start
+        report = dh.metrics.quality_report(classifier, samples, reference)
+        theirs["budgets"].append({"minutes": minutes, "steps": steps, "fid": round(report.fid, 2),
+                                  "confident_fraction": round(report.confident_fraction, 4), "min_class_share": report.min_class_share})
+        print(f"diffusers {minutes:5.1f} min: {steps:6d} steps, FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}")
+    theirs["images_per_s"] = round(steps * BATCH_SIZE / trained, 1)
+    theirs["sampling_seconds_per_1000"] = round(1000 * sample_seconds / n, 1)
+
+    header = ["system", "parameters", "train img/s"] + [f"FID @ {m} min" for m in size["minutes"]] + ["s per 1k samples"]
+    table = [header, ["---"] * len(header)]
+    for system in (ours, theirs):
+        table.append([system["system"], f"{system['parameters']:,}", f"{system['images_per_s']:.0f}"]
+                     + [f"{b['fid']:.1f} ({b['confident_fraction']:.0%})" for b in system["budgets"]]
+                     + [f"{system['sampling_seconds_per_1000']:.0f}"])
+    markdown = "\n".join("| " + " | ".join(row) + " |" for row in table)
+    print(f"\nFID at n = {n} (floor {floor:.2f}); in brackets the share recognised confidently; DDIM {SAMPLER_STEPS} steps\n{markdown}")
+    results = {"num_samples": n, "fid_floor": round(floor, 2), "sampler": f"ddim-{SAMPLER_STEPS}", "systems": [ours, theirs], "table": markdown}
+    summary = (f"compare_diffusers on {dh.metrics.describe_device(device)}: FID after {size['minutes'][-1]} min: ours "
+               f"{ours['budgets'][-1]['fid']:.1f}, diffusers {theirs['budgets'][-1]['fid']:.1f} (n={n}, floor {floor:.1f})")
+    save("compare_diffusers", device, args, results, summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""How long until recognisable digits: train the book's unconditional configuration from scratch and
+measure sample quality at fixed wall-clock checkpoints (training time only; evaluation is not counted).
+
+At each checkpoint the EMA weights draw samples with DDIM (50 steps, η = 0); the MNIST classifier
+scores them: FID against as many real test images, the share it recognises confidently (p ≥ 0.9),
+and the share of the rarest predicted digit. Needs the MNIST training set (DDPM_MNIST_ROOT or a download).
+
+    DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/time_to_quality.py [--device cuda] [--size default]
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from common import dh, parser, save
+
+SIZES = {
+    "small": {"minutes": [0.5, 1.0], "samples": 200},
+    "default": {"minutes": [1.0, 2.0, 4.0], "samples": 400},
+    "long": {"minutes": [1, 2, 4, 8, 15, 30], "samples": 1000},
+}
+SAMPLER_STEPS = 50
+
+
+def evaluate(model, schedule, classifier, reference, num_samples, device, seed=0):
+    """Sample with DDIM and score with the classifier; returns (report, sampling seconds)."""
+    start = time.perf_counter()
+    samples = dh.sample(model, num_samples, schedule, method="ddim", num_steps=SAMPLER_STEPS,
+                        generator=torch.Generator(device=device).manual_seed(seed))
+    seconds = time.perf_counter() - start
+    return dh.metrics.quality_report(classifier, samples, reference), seconds
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0], SIZES).parse_args()
+    size = SIZES[args.size]
+    device = dh.pick_device(args.device)
+    cfg = dh.FULL
+    n = size["samples"]
+    train_set, test_set = dh.load_mnist("train", cfg), dh.load_mnist("test", cfg)
+    classifier = dh.load_classifier(device)
+    reference = dh.metrics.classify(classifier, test_set.images[:n]).features
+    floor = dh.metrics.fid(dh.metrics.classify(classifier, train_set.images[:n]).features, reference)
+    print(f"{len(train_set.labels)} training images; FID floor (train vs test, n={n}): {floor:.2f}")
+
+    schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
+    torch.manual_seed(cfg.seed)
+    state = dh.init_train_state(dh.make_unet(cfg), cfg, device)
+    rows = []
+    for minutes in size["minutes"]:
+        dh.train(state, train_set, schedule, cfg, num_steps=10**9, max_seconds=60 * minutes, progress=False)
+        report, sample_seconds = evaluate(state.ema.model, schedule, classifier, reference, n, device)
+        rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_seen": state.step * cfg.batch_size,
+                     "fid": round(report.fid, 2), "confident_fraction": round(report.confident_fraction, 4),
+                     "min_class_share": report.min_class_share, "class_shares": report.class_shares,
+                     "sampling_seconds": round(sample_seconds, 1)})
+        print(f"{rows[-1]['train_minutes']:6.2f} min, {state.step:6d} steps: FID {report.fid:7.2f}, "
+              f"confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}")
+    results = {"config": cfg.to_dict(), "parameters": dh.count_parameters(state.model), "sampler": f"ddim-{SAMPLER_STEPS}",
+               "num_samples": n, "fid_floor": round(floor, 2), "num_train_images": len(train_set.labels), "checkpoints": rows}
+    last = rows[-1]
+    summary = (f"time_to_quality on {dh.metrics.describe_device(device)}: after {last['train_minutes']:.1f} min of training "
+               f"FID {last['fid']:.1f} (floor {floor:.1f}, n={n}), {last['confident_fraction']:.0%} recognised confidently")
+    save("time_to_quality", device, args, results, summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Training throughput: the package's full training step vs a bare loop on the same network and batch.
+
+The bare loop is what a reader would write first: q_sample, forward, MSE, backward, AdamW step.
+The package's step adds the learning-rate warm-up, gradient clipping, the EMA update and (on CUDA)
+mixed precision. The overhead is (bare images/s) / (package images/s) − 1.
+
+    python benchmarks/train_speed.py [--device cuda] [--size default|small]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from common import dh, median, parser, peak_memory_mb, save, timed
+
+SIZES = {"small": {"steps": 5, "repeats": 3}, "default": {"steps": 20, "repeats": 5}}
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0], SIZES).parse_args()
+    size = SIZES[args.size]
+    device = dh.pick_device(args.device)
+    cfg = dh.FULL
+    schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
+    x0 = dh.load_mnist("train", dh.TINY).images[: cfg.batch_size].to(device)  # a real batch (shipped subset)
+    if x0.shape[0] < cfg.batch_size:
+        raise SystemExit(f"need {cfg.batch_size} images for one batch, the shipped subset holds {x0.shape[0]}")
+
+    torch.manual_seed(0)
+    state = dh.init_train_state(dh.make_unet(cfg), cfg, device)
+    torch.manual_seed(0)
+    bare_model = dh.make_unet(cfg).to(device)
+    bare_optimizer = torch.optim.AdamW(bare_model.parameters(), lr=cfg.lr)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def package_steps() -> None:
+        for _ in range(size["steps"]):
+            dh.train_step(state, x0, schedule, cfg)
+
+    def bare_steps() -> None:
+        for _ in range(size["steps"]):
+            t = torch.randint(0, cfg.T, (x0.shape[0],), device=device, generator=generator)
+            eps = torch.randn(x0.shape, device=device, generator=generator)
+            loss = F.mse_loss(bare_model(dh.q_sample(x0, t, eps, schedule), t), eps)
+            bare_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            bare_optimizer.step()
+
+    package_steps(), bare_steps()  # warm-up (allocator, kernels, lazy init)
+    package_times, bare_times = [], []
+    for _ in range(size["repeats"]):  # interleaved, so background load hits both alike
+        package_times.append(timed(package_steps, device))
+        bare_times.append(timed(bare_steps, device))
+    images = size["steps"] * cfg.batch_size
+    package_ips, bare_ips = images / median(package_times), images / median(bare_times)
+    results = {
+        "config": "full", "batch_size": cfg.batch_size, "parameters": dh.count_parameters(state.model),
+        "package_images_per_s": round(package_ips, 1), "bare_images_per_s": round(bare_ips, 1),
+        "overhead": round(bare_ips / package_ips - 1, 4), "mixed_precision": str(state.autocast_dtype),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "package_seconds": package_times, "bare_seconds": bare_times, "steps_per_repeat": size["steps"],
+    }
+    summary = (f"train_speed on {dh.metrics.describe_device(device)}: package {package_ips:.0f} img/s, bare loop "
+               f"{bare_ips:.0f} img/s, overhead {100 * results['overhead']:+.1f}%, peak memory {results['peak_memory_mb']:.0f} MB")
+    save("train_speed", device, args, results, summary)
+
+
+if __name__ == "__main__":
+    main()
