@@ -28,6 +28,12 @@ def parser(description: str, sizes: dict[str, dict]) -> argparse.ArgumentParser:
     return p
 
 
+def setup(description: str, sizes: dict[str, dict]) -> tuple[argparse.Namespace, dict, torch.device, "dh.Config"]:
+    """Parse the arguments; return them, the chosen size's settings, the device and the book's full config."""
+    args = parser(description, sizes).parse_args()
+    return args, sizes[args.size], dh.pick_device(args.device), dh.FULL
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -21,8 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import dh, parser, save, synchronize
-from time_to_quality import SAMPLER_STEPS, evaluate
+from common import dh, save, setup, synchronize
+from time_to_quality import SAMPLER_STEPS, evaluate, real_reference
 
 SIZES = {"small": {"minutes": [0.5], "samples": 200}, "default": {"minutes": [1.0, 2.0], "samples": 200},
          "large": {"minutes": [1, 5, 15], "samples": 500}}
@@ -75,14 +75,9 @@ def sample_diffusers(model, ddim, num_samples, device, seed=0, batch=500):
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], SIZES).parse_args()
-    size = SIZES[args.size]
-    device = dh.pick_device(args.device)
-    cfg, n = dh.FULL, size["samples"]
-    train_set, test_set = dh.load_mnist("train", cfg), dh.load_mnist("test", cfg)
-    classifier = dh.load_classifier(device)
-    reference = dh.metrics.classify(classifier, test_set.images[:n]).features
-    floor = dh.metrics.fid(dh.metrics.classify(classifier, train_set.images[:n]).features, reference)
+    args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
+    n = size["samples"]
+    train_set, classifier, reference, floor = real_reference(cfg, n, device)
     images = train_set.images.to(device)
 
     # ours

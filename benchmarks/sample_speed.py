@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from common import dh, parser, peak_memory_mb, save, timed
+from common import dh, peak_memory_mb, save, setup, timed
 
 SIZES = {"small": {"batch": 50, "runs": [("ddim", 10), ("ddim", 50)]},
          "default": {"batch": 100, "runs": [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("ddpm", 1000)]}}
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], SIZES).parse_args()
-    size = SIZES[args.size]
-    device = dh.pick_device(args.device)
-    cfg = dh.FULL
+    args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
     schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
     torch.manual_seed(0)
     model = dh.make_unet(cfg).to(device).eval()

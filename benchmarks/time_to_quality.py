@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from common import dh, parser, save
+from common import dh, save, setup
 
 SIZES = {
     "small": {"minutes": [0.5, 1.0], "samples": 200},
@@ -22,6 +22,16 @@ SIZES = {
     "long": {"minutes": [1, 2, 4, 8, 15, 30], "samples": 1000},
 }
 SAMPLER_STEPS = 50
+
+
+def real_reference(cfg, n, device):
+    """The training set, the classifier, features of n real test images, and the real-vs-real FID floor."""
+    train_set, test_set = dh.load_mnist("train", cfg), dh.load_mnist("test", cfg)
+    classifier = dh.load_classifier(device)
+    reference = dh.metrics.classify(classifier, test_set.images[:n]).features
+    floor = dh.metrics.fid(dh.metrics.classify(classifier, train_set.images[:n]).features, reference)
+    print(f"{len(train_set.labels)} training images; FID floor (train vs test, n={n}): {floor:.2f}")
+    return train_set, classifier, reference, floor
 
 
 def evaluate(model, schedule, classifier, reference, num_samples, device, seed=0):
@@ -34,16 +44,9 @@ def evaluate(model, schedule, classifier, reference, num_samples, device, seed=0
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], SIZES).parse_args()
-    size = SIZES[args.size]
-    device = dh.pick_device(args.device)
-    cfg = dh.FULL
+    args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
     n = size["samples"]
-    train_set, test_set = dh.load_mnist("train", cfg), dh.load_mnist("test", cfg)
-    classifier = dh.load_classifier(device)
-    reference = dh.metrics.classify(classifier, test_set.images[:n]).features
-    floor = dh.metrics.fid(dh.metrics.classify(classifier, train_set.images[:n]).features, reference)
-    print(f"{len(train_set.labels)} training images; FID floor (train vs test, n={n}): {floor:.2f}")
+    train_set, classifier, reference, floor = real_reference(cfg, n, device)
 
     schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
     torch.manual_seed(cfg.seed)

@@ -12,16 +12,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common import dh, median, parser, peak_memory_mb, save, timed
+from common import dh, median, peak_memory_mb, save, setup, timed
 
 SIZES = {"small": {"steps": 5, "repeats": 3}, "default": {"steps": 20, "repeats": 5}}
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0], SIZES).parse_args()
-    size = SIZES[args.size]
-    device = dh.pick_device(args.device)
-    cfg = dh.FULL
+    args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
     schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
     x0 = dh.load_mnist("train", dh.TINY).images[: cfg.batch_size].to(device)  # a real batch (shipped subset)
     if x0.shape[0] < cfg.batch_size:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -110,32 +111,76 @@ def learning_rate(step: int, config: Config) -> float:
     return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
 
 
-def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, config: Config, y: torch.Tensor | None = None) -> torch.Tensor:
-    """One optimisation step on the batch ``x0``; returns the loss as a detached 0-d tensor.
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialised (torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
-    loss → backward (scaled under fp16) → clip the gradient norm → AdamW step → EMA update.
+
+def _average_across_processes(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """Average the gradients and the loss over all processes in one all-reduce; returns the mean loss."""
+    _, size = world()
+    if size == 1:
+        return loss
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads] + [loss.detach().float().reshape(1)])
+    dist.all_reduce(flat)
+    flat /= size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+    return flat[-1]
+
+
+def _any_process(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is true in any process, so that all processes stop at the same step."""
+    if world()[1] == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, config: Config, y: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimisation step on the batch ``x0``; returns the batch's mean loss, detached.
+
+    Draw t and eps for the whole batch → this process's slice of it → loss → backward (scaled
+    under fp16) → average gradients over processes → clip the gradient norm → AdamW → EMA.
+    Under torchrun every process passes the same global batch and generator state and trains on
+    its own contiguous slice, so W processes compute exactly the step of one process; alone, the
+    slice is the whole batch.
     """
     model, optimizer = state.model, state.optimizer
+    rank, size = world()
+    if x0.shape[0] % size:
+        raise ValueError(f"the batch size ({x0.shape[0]}) must be divisible by the number of processes ({size})")
+    t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=state.generator)
+    eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=state.generator)
+    mine = slice(rank * x0.shape[0] // size, (rank + 1) * x0.shape[0] // size)
     model.train()
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(state.step, config)
     dtype = state.autocast_dtype
     with torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
-        loss = ddpm_loss(model, x0, schedule, y=y, loss_type=config.loss_type, generator=state.generator)
+        loss = ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], loss_type=config.loss_type)
     optimizer.zero_grad(set_to_none=True)
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
+        mean_loss = _average_across_processes(model, loss)
         state.scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         state.scaler.step(optimizer)
         state.scaler.update()
     else:
         loss.backward()
+        mean_loss = _average_across_processes(model, loss)
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
     state.ema.update(model)
     state.step += 1
-    return loss.detach()
+    return mean_loss.detach()
 
 
 @torch.no_grad()
@@ -186,7 +231,8 @@ def train(
     schedule = schedule.to(device)
     history = state.history
     pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
-    bar = tqdm(total=target, initial=state.step, disable=not progress, desc="training", mininterval=2.0)
+    is_main = world()[0] == 0  # under torchrun, only the first process writes and reports
+    bar = tqdm(total=target, initial=state.step, disable=not (progress and is_main), desc="training", mininterval=2.0)
     started = time.perf_counter() - state.elapsed
     out_of_time = False
     while state.step < target and not out_of_time:
@@ -194,7 +240,7 @@ def train(
         pending.append(train_step(state, images[index], schedule, config))
         bar.update(1)
         if max_seconds is not None:
-            out_of_time = time.perf_counter() - started >= max_seconds
+            out_of_time = _any_process(time.perf_counter() - started >= max_seconds, device)
         at_end = state.step == target or out_of_time
         if state.step % config.eval_every == 0 or at_end:
             history.train_loss.extend(torch.stack(pending).tolist())
@@ -210,7 +256,8 @@ def train(
                 history.train_loss.extend(torch.stack(pending).tolist())
                 pending.clear()
             state.elapsed = time.perf_counter() - started
-            save_checkpoint(checkpoint_path, state, config)
+            if is_main:
+                save_checkpoint(checkpoint_path, state, config)
     bar.close()
     if pending:
         history.train_loss.extend(torch.stack(pending).tolist())

@@ -32,15 +32,18 @@ def main() -> None:
     model, seconds = train_classifier(train_set, epochs=args.epochs, seed=args.seed, device=device)
     float_accuracy = dh.metrics.class_accuracy(dh.metrics.classify(model, test_set.images).logits, test_set.labels)
     card = ClassifierCard(
-        test_accuracy=float("nan"), num_test_images=len(test_set.labels), num_train_images=len(train_set.labels),
+        test_accuracy=float("nan"), test_confident_fraction=float("nan"), num_test_images=len(test_set.labels), num_train_images=len(train_set.labels),
         epochs=args.epochs, seed=args.seed, train_seconds=round(seconds, 1), device=dh.metrics.describe_device(device),
         num_parameters=dh.count_parameters(model),
     )
     save_classifier(model.cpu(), card)
     shipped = load_classifier(device)
-    accuracy = dh.metrics.class_accuracy(dh.metrics.classify(shipped, test_set.images).logits, test_set.labels)
-    save_classifier(model.cpu(), ClassifierCard(**{**card.__dict__, "test_accuracy": round(accuracy, 5)}))
-    print(f"test accuracy: float32 {float_accuracy:.4%}, shipped float16 weights {accuracy:.4%}; {seconds:.0f} s on {card.device}")
+    logits = dh.metrics.classify(shipped, test_set.images).logits
+    accuracy = dh.metrics.class_accuracy(logits, test_set.labels)
+    confident = dh.metrics.confident_fraction(logits)
+    save_classifier(model.cpu(), ClassifierCard(**{**card.__dict__, "test_accuracy": round(accuracy, 5), "test_confident_fraction": round(confident, 5)}))
+    print(f"test accuracy: float32 {float_accuracy:.4%}, shipped float16 weights {accuracy:.4%}; "
+          f"confident (p >= 0.9) {confident:.2%}; {seconds:.0f} s on {card.device}")
 
 
 if __name__ == "__main__":
