@@ -77,7 +77,8 @@ def sample_diffusers(model, ddim, num_samples, device, seed=0, batch=500):
 def main() -> None:
     args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
     n = size["samples"]
-    train_set, classifier, reference, floor = real_reference(cfg, n, device)
+    train_set, reference = real_reference(cfg, n, device)
+    floor = reference.fid_floor
     images = train_set.images.to(device)
 
     # ours
@@ -87,7 +88,7 @@ def main() -> None:
     ours = {"system": "ddpm_helpers (this book)", "parameters": dh.count_parameters(state.model), "budgets": []}
     for minutes in size["minutes"]:
         dh.train(state, train_set, schedule, cfg, num_steps=10**9, max_seconds=60 * minutes, progress=False)
-        report, sample_seconds = evaluate(state.ema.model, schedule, classifier, reference, n, device)
+        report, sample_seconds = evaluate(state.ema.model, schedule, reference)
         ours["budgets"].append({"minutes": minutes, "steps": state.step, "fid": round(report.fid, 2),
                                 "confident_fraction": round(report.confident_fraction, 4), "min_class_share": report.min_class_share})
         print(f"ours      {minutes:5.1f} min: {state.step:6d} steps, FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}")
@@ -106,7 +107,7 @@ def main() -> None:
         start = time.perf_counter()
         samples = sample_diffusers(model, ddim, n, device)
         sample_seconds = time.perf_counter() - start
-        report = dh.metrics.quality_report(classifier, samples, reference)
+        report = dh.metrics.quality_report(reference.classifier, samples, reference.features)
         theirs["budgets"].append({"minutes": minutes, "steps": steps, "fid": round(report.fid, 2),
                                   "confident_fraction": round(report.confident_fraction, 4), "min_class_share": report.min_class_share})
         print(f"diffusers {minutes:5.1f} min: {steps:6d} steps, FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}")

@@ -25,28 +25,25 @@ SAMPLER_STEPS = 50
 
 
 def real_reference(cfg, n, device):
-    """The training set, the classifier, features of n real test images, and the real-vs-real FID floor."""
+    """The training set and the real reference (classifier, test features, FID floor) at n samples."""
     train_set, test_set = dh.load_mnist("train", cfg), dh.load_mnist("test", cfg)
-    classifier = dh.load_classifier(device)
-    reference = dh.metrics.classify(classifier, test_set.images[:n]).features
-    floor = dh.metrics.fid(dh.metrics.classify(classifier, train_set.images[:n]).features, reference)
-    print(f"{len(train_set.labels)} training images; FID floor (train vs test, n={n}): {floor:.2f}")
-    return train_set, classifier, reference, floor
+    reference = dh.evaluation.real_reference(train_set.images, test_set.images, n, device)
+    print(f"{len(train_set.labels)} training images; FID floor (train vs test, n={n}): {reference.fid_floor:.2f}")
+    return train_set, reference
 
 
-def evaluate(model, schedule, classifier, reference, num_samples, device, seed=0):
-    """Sample with DDIM and score with the classifier; returns (report, sampling seconds)."""
+def evaluate(model, schedule, reference):
+    """DDIM samples scored by the classifier; returns (report, sampling seconds)."""
     start = time.perf_counter()
-    samples = dh.sample(model, num_samples, schedule, method="ddim", num_steps=SAMPLER_STEPS,
-                        generator=torch.Generator(device=device).manual_seed(seed))
-    seconds = time.perf_counter() - start
-    return dh.metrics.quality_report(classifier, samples, reference), seconds
+    report, _ = dh.evaluation.sample_quality(model, schedule, reference, method="ddim", num_steps=SAMPLER_STEPS)
+    return report, time.perf_counter() - start
 
 
 def main() -> None:
     args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
     n = size["samples"]
-    train_set, classifier, reference, floor = real_reference(cfg, n, device)
+    train_set, reference = real_reference(cfg, n, device)
+    floor = reference.fid_floor
 
     schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
     torch.manual_seed(cfg.seed)
@@ -54,7 +51,7 @@ def main() -> None:
     rows = []
     for minutes in size["minutes"]:
         dh.train(state, train_set, schedule, cfg, num_steps=10**9, max_seconds=60 * minutes, progress=False)
-        report, sample_seconds = evaluate(state.ema.model, schedule, classifier, reference, n, device)
+        report, sample_seconds = evaluate(state.ema.model, schedule, reference)
         rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_seen": state.step * cfg.batch_size,
                      "fid": round(report.fid, 2), "confident_fraction": round(report.confident_fraction, 4),
                      "min_class_share": report.min_class_share, "class_shares": report.class_shares,

@@ -20,7 +20,10 @@ from .training import History, TrainState, init_train_state
 
 FORMAT_VERSION = 1
 # Settings that change the network or the diffusion: a checkpoint must agree on all of them.
-MODEL_FIELDS = ("image_size", "T", "schedule", "channels", "channel_mults", "num_res_blocks", "attention_resolutions", "loss_type")
+MODEL_FIELDS = (
+    "image_size", "T", "schedule", "channels", "channel_mults", "num_res_blocks", "attention_resolutions",
+    "patch_size", "downsample", "weight_standardization", "loss_type",
+)
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainState, config: Config) -> None:

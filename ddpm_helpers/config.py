@@ -36,25 +36,32 @@ class Config:
     # diffusion
     T: int = 1000
     schedule: str = "linear"
-    # U-Net
+    # U-Net (benchmarks/architecture_speed.py measures what each choice costs)
     channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
     attention_resolutions: tuple[int, ...] = (8,)
-    # training
-    batch_size: int = 128
-    num_train_steps: int = 10_000
+    patch_size: int = 2  # space-to-depth stem: the U-Net runs at image_size / patch_size (4x faster on a CPU)
+    downsample: str = "conv"
+    weight_standardization: bool = False
+    # training (chosen for time-to-quality on two CPU cores; see the training chapter)
+    batch_size: int = 64
+    num_train_steps: int = 12_000
     lr: float = 2e-3
-    warmup_steps: int = 200
-    ema_decay: float = 0.999
+    warmup_steps: int = 50
+    ema_decay: float = 0.995
     grad_clip: float = 1.0
     loss_type: str = "l2"
-    eval_every: int = 500
-    checkpoint_every: int = 1000
+    eval_every: int = 250
+    checkpoint_every: int = 500
     # figures and checks
     num_samples: int = 64  # images generated or inspected for a figure
     num_mc_samples: int = 20_000  # Monte Carlo draws for numeric checks
-    num_fid_samples: int = 2_000  # images per set for FID/KID (more than the 128 feature dimensions)
+    num_fid_samples: int = 1_000  # images per set for FID/KID (more than the 128 feature dimensions)
+    num_sampling_steps: int = 100  # DDIM steps used to judge a model by its samples
+    sampling_eta: float = 1.0  # DDIM noise: 1 = ancestral-like (better for young models), 0 = deterministic
+    num_overfit_steps: int = 300  # optimisation steps of the single-batch overfitting check
+    publish_weights: bool = True  # a full run writes the weights later chapters load; tiny runs never do
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,7 +99,7 @@ class Config:
         return (
             f"mode={self.mode}  data={self.data_source}  T={self.T}  schedule={self.schedule}  "
             f"unet=(channels={self.channels}, mults={self.channel_mults}, "
-            f"res_blocks={self.num_res_blocks}, attention@{self.attention_resolutions})  "
+            f"res_blocks={self.num_res_blocks}, attention@{self.attention_resolutions}, patch={self.patch_size})  "
             f"steps={self.num_train_steps}  batch={self.batch_size}"
         )
 
@@ -106,7 +113,7 @@ TINY = Config(
     channels=8,
     channel_mults=(1, 2),
     num_res_blocks=1,
-    attention_resolutions=(16,),
+    attention_resolutions=(8,),
     batch_size=16,
     num_train_steps=4,
     warmup_steps=2,
@@ -115,6 +122,9 @@ TINY = Config(
     num_samples=8,
     num_mc_samples=2_000,
     num_fid_samples=200,
+    num_sampling_steps=2,
+    num_overfit_steps=10,
+    publish_weights=False,
 )
 
 FULL = Config(

@@ -31,7 +31,8 @@ def describe_device(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device.type.upper()} ({torch.get_num_threads()} threads, {platform.machine()})"
+    threads = torch.get_num_threads()
+    return f"{device.type.upper()} ({threads} thread{'s' if threads != 1 else ''}, {platform.machine()})"
 
 
 @torch.no_grad()
@@ -88,7 +89,11 @@ def fid(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
 
 def kid(features_a: torch.Tensor, features_b: torch.Tensor, *, num_subsets: int = 100, subset_size: int = 1000, generator: torch.Generator | None = None) -> tuple[float, float]:
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the kernel
-    k(x, y) = (xᵀy / D + 1)³, averaged over random subsets. Returns (mean, standard deviation)."""
+    k(x, y) = (xᵀy / D + 1)³, averaged over random subsets. Returns (mean, standard deviation).
+
+    Each subset draws ``subset_size`` rows of each set without replacement; with ``subset_size``
+    at or above both set sizes every subset is the whole set and the standard deviation is 0, so
+    choose it below the set sizes (e.g. half) to see KID's spread."""
     _check_features(features_a, features_b, ("features_a", "features_b"))
     size = min(subset_size, features_a.shape[0], features_b.shape[0])
     a, b = features_a.double(), features_b.double()
@@ -162,7 +167,8 @@ def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, k: int =
     _check_features(queries, references, ("queries", "references"), min_count=1)
     if not 1 <= k <= references.shape[0]:
         raise ValueError(f"k must lie in [1, {references.shape[0]}], got {k}")
-    distances = torch.cdist(queries.float(), references.float())
+    # without the matrix-multiply shortcut, so that a point's distance to itself is exactly 0
+    distances = torch.cdist(queries.float(), references.float(), compute_mode="donot_use_mm_for_euclid_dist")
     result = distances.topk(k, dim=1, largest=False)
     return result.values, result.indices
 
@@ -178,8 +184,9 @@ class QualityReport(NamedTuple):
 
 
 def quality_report(classifier: nn.Module, samples: torch.Tensor, reference_features: torch.Tensor) -> QualityReport:
-    """FID against ``reference_features`` (e.g. real test images, same count), confident recognition
-    and the predicted-class histogram of ``samples`` ((N, 1, 32, 32) in [-1, 1])."""
+    """FID against ``reference_features``, confident recognition and the predicted-class histogram of
+    ``samples`` ((N, 1, 32, 32) in [-1, 1]). The book's convention: the reference is the same number
+    of real *test* images (never trained on), as in :func:`ddpm_helpers.evaluation.real_reference`."""
     classified = classify(classifier, samples)
     shares = class_histogram(classified.logits)
     return QualityReport(

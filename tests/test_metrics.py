@@ -153,3 +153,10 @@ def test_quality_report_of_real_digits(cfg):
     assert report.num_samples == 300 and report.confident_fraction > 0.95
     assert report.min_class_share > 0.05 and abs(sum(report.class_shares) - 1) < 1e-3
     assert report.fid < 5.0
+
+
+def test_a_point_is_its_own_nearest_neighbour_at_distance_zero():
+    refs = torch.randn(50, 128, generator=torch.Generator().manual_seed(0)) * 10
+    distances, indices = metrics.nearest_neighbours(refs[:5], refs)
+    assert indices.flatten().tolist() == [0, 1, 2, 3, 4]
+    assert float(distances.abs().max()) == 0.0

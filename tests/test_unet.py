@@ -69,3 +69,78 @@ def test_unet_bad_inputs():
     conditional = dh.UNet(channels=8, channel_mults=(1,), num_classes=10)
     with pytest.raises(ValueError, match=r"y must hold labels in \[0, 10\]"):
         conditional(torch.randn(1, 1, 32, 32), torch.tensor([0]), torch.tensor([11]))
+
+
+@pytest.mark.parametrize("patch_size,downsample,ws", [(2, "conv", False), (1, "space_to_depth", False), (2, "space_to_depth", True)])
+def test_unet_design_options_keep_the_shape(patch_size, downsample, ws):
+    torch.manual_seed(0)
+    model = dh.UNet(channels=8, channel_mults=(1, 2), attention_resolutions=(8,), patch_size=patch_size, downsample=downsample, weight_standardization=ws)
+    torch.nn.init.normal_(model.head[-1].weight)
+    x = torch.randn(2, 1, 32, 32)
+    out = model(x, torch.tensor([1, 900]))
+    assert out.shape == x.shape and float(out.abs().sum()) > 0
+    assert model.stem.in_channels == patch_size**2  # the stem sees p×p patches as channels
+
+
+def test_patch_stem_runs_the_network_at_lower_resolution():
+    seen = []
+    model = dh.UNet(channels=8, channel_mults=(1,), attention_resolutions=(), patch_size=4)
+    model.stem.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    model(torch.randn(1, 1, 32, 32), torch.tensor([0]))
+    assert seen == [torch.Size([1, 8, 8, 8])]
+
+
+def test_space_to_depth_downsampling_is_lossless_before_its_projection():
+    down = dh.unet.make_downsample(4, "space_to_depth")
+    x = torch.randn(2, 4, 8, 8)
+    folded = down[0](x)
+    assert folded.shape == (2, 16, 4, 4) and down(x).shape == (2, 4, 4, 4)
+    torch.testing.assert_close(torch.nn.functional.pixel_shuffle(folded, 2), x)
+    with pytest.raises(ValueError, match="downsample must be"):
+        dh.unet.make_downsample(4, "maxpool")
+
+
+def test_weight_standardised_conv_ignores_the_scale_and_offset_of_its_kernel():
+    torch.manual_seed(0)
+    conv = dh.unet.WSConv2d(3, 5, 3, padding=1)
+    x = torch.randn(2, 3, 8, 8)
+    before = conv(x)
+    with torch.no_grad():
+        conv.weight.mul_(7.0).add_(0.3)
+    torch.testing.assert_close(conv(x), before, rtol=1e-4, atol=1e-4)
+    w = conv.weight
+    standardised = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / w.var(dim=(1, 2, 3), keepdim=True, unbiased=False).add(1e-5).sqrt()
+    torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, standardised, conv.bias, padding=1))
+
+
+def test_bad_patch_size_is_refused():
+    with pytest.raises(ValueError, match="patch_size must be a positive divisor"):
+        dh.UNet(channels=8, patch_size=3)
+    with pytest.raises(ValueError, match="cannot be halved"):
+        dh.UNet(channels=8, channel_mults=(1, 2, 2, 2, 2), patch_size=4)
+
+
+def test_every_res_block_responds_to_the_timestep():
+    """With scale and shift applied after the norm, no block can lose t, even with 1 channel per group."""
+    torch.manual_seed(0)
+    model = dh.make_unet(dh.TINY)  # 8 channels: GroupNorm(8, 8) has one channel per group
+    with torch.no_grad():
+        e10, e900 = model.embed(torch.tensor([10]), None), model.embed(torch.tensor([900]), None)
+        blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, dh.ResBlock)]
+        assert blocks
+        for name, block in blocks:
+            h = torch.randn(1, block.conv1.in_channels, 8, 8)
+            assert not torch.allclose(block(h, e10), block(h, e900), atol=1e-4), name
+
+
+def test_self_attention_is_softmax_of_scaled_dot_products():
+    """x + W_out · softmax(QKᵀ/√d) V over the H·W positions, per head."""
+    torch.manual_seed(0)
+    attention = dh.SelfAttention(32, num_heads=4)
+    x = torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        qkv = attention.qkv(attention.norm(x)).reshape(2, 3, 4, 8, 64)
+        q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (B, heads, positions, head_dim)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1)
+        expected = x + attention.out((weights @ v).transpose(-1, -2).reshape(2, 32, 8, 8))
+        torch.testing.assert_close(attention(x), expected)

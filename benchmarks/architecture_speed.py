@@ -1,0 +1,79 @@
+"""What each design choice costs in training throughput: one change at a time from the book's
+full configuration (width, depth, attention placement, patch stem, downsampling, weight
+standardisation, batch size, channels-last memory format, torch.compile).
+
+Each variant runs the package's training step on random 32×32 batches (speed does not depend on
+the data); images/s is the median over interleaved repeats.
+
+    python benchmarks/architecture_speed.py [--device cuda] [--size default|small]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from common import dh, median, save, setup, timed
+
+SIZES = {"small": {"steps": 3, "repeats": 2, "compile": False}, "default": {"steps": 8, "repeats": 3, "compile": True}}
+
+
+def variants(cfg):
+    yield "full configuration", cfg, {}
+    yield "no patch stem (runs at 32×32)", cfg.replace(patch_size=1), {}
+    yield f"width {cfg.channels * 3 // 2}", cfg.replace(channels=cfg.channels * 3 // 2), {}
+    yield f"{cfg.num_res_blocks + 1} res blocks per level", cfg.replace(num_res_blocks=cfg.num_res_blocks + 1), {}
+    yield "attention at 4×4 only", cfg.replace(attention_resolutions=(4,)), {}
+    yield "no attention outside the middle", cfg.replace(attention_resolutions=()), {}
+    yield "space-to-depth downsampling", cfg.replace(downsample="space_to_depth"), {}
+    yield "weight standardisation", cfg.replace(weight_standardization=True), {}
+    yield f"batch {cfg.batch_size * 2}", cfg.replace(batch_size=cfg.batch_size * 2), {}
+    yield f"batch {cfg.batch_size // 2}", cfg.replace(batch_size=cfg.batch_size // 2), {}
+    yield "channels-last memory format", cfg, {"channels_last": True}
+    yield "torch.compile", cfg, {"compile": True}
+
+
+def main() -> None:
+    args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
+    schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
+    rows = []
+    for name, variant, options in variants(cfg):
+        if options.get("compile") and not size["compile"]:
+            continue
+        torch.manual_seed(0)
+        model = dh.make_unet(variant)
+        memory_format = torch.channels_last if options.get("channels_last") else torch.contiguous_format
+        model = model.to(device, memory_format=memory_format)
+        state = dh.init_train_state(model, variant, device)
+        if options.get("compile"):
+            try:
+                state.model = torch.compile(model)
+            except Exception as error:  # no compiler tool chain, unsupported backend, ...
+                rows.append({"variant": name, "error": f"{type(error).__name__}: {error}"[:200]})
+                continue
+        x0 = (torch.rand(variant.batch_size, 1, 32, 32, device=device) * 2 - 1).contiguous(memory_format=memory_format)
+
+        def steps() -> None:
+            for _ in range(size["steps"]):
+                dh.train_step(state, x0, schedule, variant)
+
+        try:
+            first = timed(steps, device)  # warm-up; for torch.compile this includes compilation
+            times = [timed(steps, device) for _ in range(size["repeats"])]
+        except Exception as error:
+            rows.append({"variant": name, "error": f"{type(error).__name__}: {error}"[:200]})
+            continue
+        ips = size["steps"] * variant.batch_size / median(times)
+        rows.append({"variant": name, "parameters": dh.count_parameters(model), "images_per_s": round(ips, 1),
+                     "warmup_seconds": round(first, 1), "seconds": times})
+        print(f"{name:34s} {rows[-1]['parameters']:>10,} parameters {ips:8.1f} img/s", flush=True)
+    base = rows[0]["images_per_s"]
+    for row in rows:
+        if "images_per_s" in row:
+            row["relative_to_full"] = round(row["images_per_s"] / base, 3)
+    summary = f"architecture_speed on {dh.metrics.describe_device(device)}: " + ", ".join(
+        f"{r['variant']} {r['relative_to_full']:.2f}x" for r in rows[1:] if "relative_to_full" in r)
+    save("architecture_speed", device, args, {"config": cfg.to_dict(), "variants": rows}, summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Judging a diffusion model by its samples: draw them, then score them with the MNIST classifier.
+
+Used by the training chapter (quality over training time) and the benchmark scripts, so that every
+reported number is computed the same way: the same sampler, the same sample count, the same
+real reference set. Taught in: 04_training.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from . import metrics
+from .classifier import load_classifier
+from .samplers import sample
+from .schedules import NoiseSchedule
+
+
+class RealReference(NamedTuple):
+    """The classifier, features of ``num_samples`` real test images, and the real-vs-real FID floor."""
+
+    classifier: nn.Module
+    features: torch.Tensor
+    fid_floor: float  # FID between as many real training and real test images
+
+    @property
+    def num_samples(self) -> int:
+        return self.features.shape[0]
+
+
+def real_reference(train_images: torch.Tensor, test_images: torch.Tensor, num_samples: int, device: torch.device | str = "cpu") -> RealReference:
+    """Load the shipped classifier and embed the first ``num_samples`` test images as the FID reference;
+    the floor compares them with as many training images (the best FID a perfect model could expect)."""
+    if min(train_images.shape[0], test_images.shape[0]) < num_samples:
+        raise ValueError(f"num_samples ({num_samples}) exceeds the images given ({train_images.shape[0]} train, {test_images.shape[0]} test)")
+    classifier = load_classifier(device)
+    features = metrics.classify(classifier, test_images[:num_samples]).features
+    floor = metrics.fid(metrics.classify(classifier, train_images[:num_samples]).features, features)
+    return RealReference(classifier, features, floor)
+
+
+def sample_quality(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    reference: RealReference,
+    *,
+    method: str = "ddim",
+    num_steps: int | None = 100,
+    eta: float = 1.0,
+    seed: int = 0,
+) -> tuple[metrics.QualityReport, torch.Tensor]:
+    """Draw ``reference.num_samples`` samples (fixed seed) and score them; returns (report, samples).
+
+    The default sampler, DDIM with 100 steps and η = 1, is what the book judges models by
+    (``Config.num_sampling_steps``, ``Config.sampling_eta``): for a model early in training the
+    stochastic sampler gives far better samples than deterministic DDIM (chapter 5 measures this).
+    """
+    generator = torch.Generator(device=schedule.device).manual_seed(seed)
+    samples = sample(model, reference.num_samples, schedule, method=method, num_steps=num_steps if method == "ddim" else None, eta=eta, generator=generator)
+    return metrics.quality_report(reference.classifier, samples, reference.features), samples

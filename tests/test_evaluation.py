@@ -1,0 +1,22 @@
+import pytest
+import torch
+
+import ddpm_helpers as dh
+
+
+def test_real_reference_and_sample_quality(cfg):
+    train, test = dh.load_mnist("train", cfg).images, dh.load_mnist("test", cfg).images
+    reference = dh.evaluation.real_reference(train, test, 200)
+    assert reference.num_samples == 200 and reference.features.shape == (200, 128)
+    assert 0 < reference.fid_floor < 20  # two real sets are close in the classifier's features
+    torch.manual_seed(0)
+    model = dh.make_unet(cfg)
+    report, samples = dh.evaluation.sample_quality(model, dh.make_schedule("cosine", 20), reference, num_steps=2)
+    assert samples.shape == (200, 1, 32, 32) and report.num_samples == 200
+    assert report.fid > 10 * reference.fid_floor  # an untrained network draws noise, far from digits
+
+
+def test_real_reference_needs_enough_images(cfg):
+    images = dh.load_mnist("test", cfg).images[:50]
+    with pytest.raises(ValueError, match=r"num_samples \(100\) exceeds"):
+        dh.evaluation.real_reference(images, images, 100)
