@@ -8,7 +8,8 @@ budgets on the same device, and are scored by the same metrics at each budget:
   (block_out_channels (32, 64, 64), 2 layers per block, attention in the two lower blocks),
   ``DDPMScheduler`` (1000 steps, linear β), AdamW at lr 1e-3, batch 128, MSE on the noise, no EMA.
 
-Both sample with DDIM, 50 steps, η = 0 (ours: ``dh.sample``; diffusers: ``DDIMScheduler``). Install the
+Both sample with the book's judging sampler, DDIM with 100 steps and η = 1 (ours: ``dh.sample``;
+diffusers: ``DDIMScheduler``). Install the
 extra first: ``pip install -e .[bench]``.
 
     DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/compare_diffusers.py [--device cuda] [--size default|large]
@@ -22,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from common import dh, save, setup, synchronize
-from time_to_quality import SAMPLER_STEPS, evaluate, real_reference
+from time_to_quality import evaluate, real_reference
 
-SIZES = {"small": {"minutes": [0.5], "samples": 200}, "default": {"minutes": [1.0, 2.0], "samples": 200},
+SIZES = {"small": {"minutes": [0.5], "samples": 150}, "default": {"minutes": [1.5], "samples": 200},
          "large": {"minutes": [1, 5, 15], "samples": 500}}
 BATCH_SIZE, LR = 128, 1e-3
 
@@ -60,15 +61,15 @@ def train_diffusers_for(model, scheduler, optimizer, images, seconds, generator,
 
 
 @torch.no_grad()
-def sample_diffusers(model, ddim, num_samples, device, seed=0, batch=500):
+def sample_diffusers(model, ddim, num_samples, device, steps, eta, seed=0, batch=500):
     model.eval()
-    ddim.set_timesteps(SAMPLER_STEPS)
+    ddim.set_timesteps(steps)
     generator = torch.Generator(device=device).manual_seed(seed)
     out = []
     for start in range(0, num_samples, batch):
         x = torch.randn((min(batch, num_samples - start), 1, 32, 32), device=device, generator=generator)
         for t in ddim.timesteps:
-            x = ddim.step(model(x, t).sample, t, x, eta=0.0).prev_sample
+            x = ddim.step(model(x, t).sample, t, x, eta=eta, generator=generator).prev_sample
         out.append(x.clamp(-1, 1))
     return torch.cat(out)
 
@@ -88,7 +89,7 @@ def main() -> None:
     ours = {"system": "ddpm_helpers (this book)", "parameters": dh.count_parameters(state.model), "budgets": []}
     for minutes in size["minutes"]:
         dh.train(state, train_set, schedule, cfg, num_steps=10**9, max_seconds=60 * minutes, progress=False)
-        report, sample_seconds = evaluate(state.ema.model, schedule, reference)
+        report, sample_seconds = evaluate(state.ema.model, schedule, reference, cfg)
         ours["budgets"].append({"minutes": minutes, "steps": state.step, "fid": round(report.fid, 2),
                                 "confident_fraction": round(report.confident_fraction, 4), "min_class_share": report.min_class_share})
         print(f"ours      {minutes:5.1f} min: {state.step:6d} steps, FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}")
@@ -105,7 +106,7 @@ def main() -> None:
         steps += train_diffusers_for(model, ddpm, optimizer, images, 60 * minutes - trained, generator, device)
         trained = 60 * minutes
         start = time.perf_counter()
-        samples = sample_diffusers(model, ddim, n, device)
+        samples = sample_diffusers(model, ddim, n, device, cfg.num_sampling_steps, cfg.sampling_eta)
         sample_seconds = time.perf_counter() - start
         report = dh.metrics.quality_report(reference.classifier, samples, reference.features)
         theirs["budgets"].append({"minutes": minutes, "steps": steps, "fid": round(report.fid, 2),
@@ -121,8 +122,8 @@ def main() -> None:
                      + [f"{b['fid']:.1f} ({b['confident_fraction']:.0%})" for b in system["budgets"]]
                      + [f"{system['sampling_seconds_per_1000']:.0f}"])
     markdown = "\n".join("| " + " | ".join(row) + " |" for row in table)
-    print(f"\nFID at n = {n} (floor {floor:.2f}); in brackets the share recognised confidently; DDIM {SAMPLER_STEPS} steps\n{markdown}")
-    results = {"num_samples": n, "fid_floor": round(floor, 2), "sampler": f"ddim-{SAMPLER_STEPS}", "systems": [ours, theirs], "table": markdown}
+    print(f"\nFID at n = {n} (floor {floor:.2f}); in brackets the share recognised confidently; DDIM {cfg.num_sampling_steps} steps, eta {cfg.sampling_eta}\n{markdown}")
+    results = {"num_samples": n, "fid_floor": round(floor, 2), "sampler": f"ddim-{cfg.num_sampling_steps} eta={cfg.sampling_eta}", "systems": [ours, theirs], "table": markdown}
     summary = (f"compare_diffusers on {dh.metrics.describe_device(device)}: FID after {size['minutes'][-1]} min: ours "
                f"{ours['budgets'][-1]['fid']:.1f}, diffusers {theirs['budgets'][-1]['fid']:.1f} (n={n}, floor {floor:.1f})")
     save("compare_diffusers", device, args, results, summary)

@@ -1,7 +1,8 @@
 """How long until recognisable digits: train the book's unconditional configuration from scratch and
 measure sample quality at fixed wall-clock checkpoints (training time only; evaluation is not counted).
 
-At each checkpoint the EMA weights draw samples with DDIM (50 steps, η = 0); the MNIST classifier
+At each checkpoint the EMA weights draw samples with the book's judging sampler (DDIM with
+``Config.num_sampling_steps`` steps and η = ``Config.sampling_eta``: 100 and 1); the MNIST classifier
 scores them: FID against as many real test images, the share it recognises confidently (p ≥ 0.9),
 and the share of the rarest predicted digit. Needs the MNIST training set (DDPM_MNIST_ROOT or a download).
 
@@ -21,7 +22,6 @@ SIZES = {
     "default": {"minutes": [1.0, 2.0, 4.0], "samples": 400},
     "long": {"minutes": [1, 2, 4, 8, 15, 30], "samples": 1000},
 }
-SAMPLER_STEPS = 50
 
 
 def real_reference(cfg, n, device):
@@ -32,10 +32,10 @@ def real_reference(cfg, n, device):
     return train_set, reference
 
 
-def evaluate(model, schedule, reference):
-    """DDIM samples scored by the classifier; returns (report, sampling seconds)."""
+def evaluate(model, schedule, reference, cfg):
+    """Samples from the book's judging sampler, scored by the classifier; returns (report, sampling seconds)."""
     start = time.perf_counter()
-    report, _ = dh.evaluation.sample_quality(model, schedule, reference, method="ddim", num_steps=SAMPLER_STEPS)
+    report, _ = dh.evaluation.sample_quality(model, schedule, reference, num_steps=cfg.num_sampling_steps, eta=cfg.sampling_eta)
     return report, time.perf_counter() - start
 
 
@@ -51,14 +51,14 @@ def main() -> None:
     rows = []
     for minutes in size["minutes"]:
         dh.train(state, train_set, schedule, cfg, num_steps=10**9, max_seconds=60 * minutes, progress=False)
-        report, sample_seconds = evaluate(state.ema.model, schedule, reference)
+        report, sample_seconds = evaluate(state.ema.model, schedule, reference, cfg)
         rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_seen": state.step * cfg.batch_size,
                      "fid": round(report.fid, 2), "confident_fraction": round(report.confident_fraction, 4),
                      "min_class_share": report.min_class_share, "class_shares": report.class_shares,
                      "sampling_seconds": round(sample_seconds, 1)})
         print(f"{rows[-1]['train_minutes']:6.2f} min, {state.step:6d} steps: FID {report.fid:7.2f}, "
               f"confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}")
-    results = {"config": cfg.to_dict(), "parameters": dh.count_parameters(state.model), "sampler": f"ddim-{SAMPLER_STEPS}",
+    results = {"config": cfg.to_dict(), "parameters": dh.count_parameters(state.model), "sampler": f"ddim-{cfg.num_sampling_steps} eta={cfg.sampling_eta}",
                "num_samples": n, "fid_floor": round(floor, 2), "num_train_images": len(train_set.labels), "checkpoints": rows}
     last = rows[-1]
     summary = (f"time_to_quality on {dh.metrics.describe_device(device)}: after {last['train_minutes']:.1f} min of training "
