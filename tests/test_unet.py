@@ -101,16 +101,18 @@ def test_space_to_depth_downsampling_is_lossless_before_its_projection():
 
 
 def test_weight_standardised_conv_ignores_the_scale_and_offset_of_its_kernel():
+    """Ŵ = (W − μ)/√(σ² + ε): scaling W by a and shifting it gives the same Ŵ, with ε acting as ε/a²."""
     torch.manual_seed(0)
     conv = dh.unet.WSConv2d(3, 5, 3, padding=1)
     x = torch.randn(2, 3, 8, 8)
-    before = conv(x)
+    w = conv.weight.detach().clone()
+    mean, var = w.mean(dim=(1, 2, 3), keepdim=True), w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
     with torch.no_grad():
-        conv.weight.mul_(7.0).add_(0.3)
-    torch.testing.assert_close(conv(x), before, rtol=1e-4, atol=1e-4)
-    w = conv.weight
-    standardised = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / w.var(dim=(1, 2, 3), keepdim=True, unbiased=False).add(1e-5).sqrt()
-    torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, standardised, conv.bias, padding=1))
+        torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, (w - mean) / (var + 1e-5).sqrt(), conv.bias, padding=1))
+        a = 7.0
+        conv.weight.mul_(a).add_(0.3)
+        expected = torch.nn.functional.conv2d(x, (w - mean) / (var + 1e-5 / a**2).sqrt(), conv.bias, padding=1)
+        torch.testing.assert_close(conv(x), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_patch_size_is_refused():
