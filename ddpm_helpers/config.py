@@ -46,9 +46,11 @@ class Config:
     weight_standardization: bool = False
     # training (chosen for time-to-quality on two CPU cores; see the training chapter)
     batch_size: int = 64
-    num_train_steps: int = 12_000
+    num_train_steps: int = 18_000
     lr: float = 2e-3
     warmup_steps: int = 50
+    lr_cooldown_steps: int = 6_000  # the learning rate falls linearly to 0 over the last steps of the run
+    channels_last: bool = True  # NHWC memory format for training: about 16% more images/s on a CPU
     ema_decay: float = 0.995
     grad_clip: float = 1.0
     loss_type: str = "l2"
@@ -71,6 +73,8 @@ class Config:
             )
         if self.channels % 8:
             raise ValueError(f"channels must be a multiple of 8 (GroupNorm groups), got {self.channels}")
+        if not 0 <= self.lr_cooldown_steps <= self.num_train_steps:
+            raise ValueError(f"lr_cooldown_steps must lie in [0, num_train_steps={self.num_train_steps}], got {self.lr_cooldown_steps}")
         if self.T < 2:
             raise ValueError(f"T must be at least 2, got {self.T}")
 
@@ -117,6 +121,7 @@ TINY = Config(
     batch_size=16,
     num_train_steps=4,
     warmup_steps=2,
+    lr_cooldown_steps=2,
     eval_every=2,
     checkpoint_every=2,
     num_samples=8,

@@ -98,7 +98,7 @@ def init_train_state(model: nn.Module, config: Config, device: torch.device | st
     (e.g. Colab's T4). To continue a run, use :func:`ddpm_helpers.checkpoint.load_checkpoint`.
     """
     device = torch.device(device)
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     use_fp16 = mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
@@ -107,8 +107,14 @@ def init_train_state(model: nn.Module, config: Config, device: torch.device | st
 
 
 def learning_rate(step: int, config: Config) -> float:
-    """Linear warm-up over ``config.warmup_steps``, then constant ``config.lr``."""
-    return config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+    """The learning rate of step ``step`` (0-based): linear warm-up over ``config.warmup_steps``,
+    constant ``config.lr``, then a linear cool-down to 0 over the last ``config.lr_cooldown_steps``
+    of ``config.num_train_steps`` (the last step uses lr / lr_cooldown_steps; 0 after the end)."""
+    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    cool = 1.0
+    if config.lr_cooldown_steps:
+        cool = min(1.0, max(0.0, (config.num_train_steps - step) / config.lr_cooldown_steps))
+    return config.lr * min(warm, cool)
 
 
 def world() -> tuple[int, int]:

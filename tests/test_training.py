@@ -55,7 +55,7 @@ def test_ema_is_a_moving_average():
 
 
 def test_learning_rate_warms_up(cfg):
-    config = cfg.replace(lr=1.0, warmup_steps=4)
+    config = cfg.replace(lr=1.0, warmup_steps=4, lr_cooldown_steps=0)
     assert [dh.training.learning_rate(s, config) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
 
 
@@ -148,3 +148,18 @@ def test_train_stops_at_a_time_budget_and_records_the_end(cfg, schedule, data):
     assert state.history.val_steps[-1] == state.step  # the last step is evaluated
     with pytest.raises(ValueError, match="max_seconds"):
         dh.train(state, data[0], schedule, cfg, max_seconds=0, progress=False)
+
+
+def test_learning_rate_cools_down_linearly_to_zero(cfg):
+    config = cfg.replace(lr=1.0, warmup_steps=1, num_train_steps=10, lr_cooldown_steps=4)
+    rates = [dh.training.learning_rate(s, config) for s in range(11)]
+    assert rates == [1.0] * 6 + [1.0, 0.75, 0.5, 0.25, 0.0]
+    with pytest.raises(ValueError, match="lr_cooldown_steps"):
+        cfg.replace(num_train_steps=10, lr_cooldown_steps=11)
+
+
+def test_training_uses_the_configured_memory_format(cfg):
+    for channels_last in (True, False):
+        state = dh.init_train_state(dh.make_unet(cfg), cfg.replace(channels_last=channels_last), "cpu")
+        weight = next(p for p in state.model.parameters() if p.dim() == 4 and p.shape[1] > 1)
+        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
