@@ -12,8 +12,9 @@ import torch
 
 from common import dh, peak_memory_mb, save, setup, timed
 
-SIZES = {"small": {"batch": 50, "runs": [("ddim", 10), ("ddim", 50)]},
-         "default": {"batch": 100, "runs": [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("ddpm", 1000)]}}
+SIZES = {"small": {"batch": 50, "runs": [("ddim", 10), ("ddim", 50), ("dpm-solver++", 10)]},
+         "default": {"batch": 100, "runs": [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("dpm-solver++", 10),
+                                            ("dpm-solver++", 20), ("ddpm", 1000)]}}
 
 
 def main() -> None:
@@ -24,11 +25,11 @@ def main() -> None:
     dh.sample(model, size["batch"], schedule, method="ddim", num_steps=2)  # warm-up
     rows = []
     for method, steps in size["runs"]:
-        seconds = timed(lambda: dh.sample(model, size["batch"], schedule, method=method, num_steps=steps if method == "ddim" else None,
+        seconds = timed(lambda: dh.sample(model, size["batch"], schedule, method=method, num_steps=steps if method != "ddpm" else None,
                                           generator=torch.Generator(device=device).manual_seed(0)), device)
         rows.append({"method": method, "steps": steps, "batch": size["batch"], "seconds": round(seconds, 3),
                      "images_per_s": round(size["batch"] / seconds, 2), "seconds_per_1000_images": round(1000 * seconds / size["batch"], 1)})
-        print(f"{method:>5} {steps:>5} steps: {rows[-1]['images_per_s']:8.2f} img/s, {rows[-1]['seconds_per_1000_images']:8.1f} s per 1,000 images")
+        print(f"{method:>12} {steps:>5} steps: {rows[-1]['images_per_s']:8.2f} img/s, {rows[-1]['seconds_per_1000_images']:8.1f} s per 1,000 images")
     results = {"config": "full", "parameters": dh.count_parameters(model), "runs": rows, "peak_memory_mb": round(peak_memory_mb(device), 1)}
     summary = f"sample_speed on {dh.metrics.describe_device(device)}: " + ", ".join(f"{r['method']}-{r['steps']} {r['seconds_per_1000_images']:.0f} s/1k" for r in rows)
     save("sample_speed", device, args, results, summary)

@@ -62,6 +62,10 @@ class Config:
     num_fid_samples: int = 1_000  # images per set for FID/KID (more than the 128 feature dimensions)
     num_sampling_steps: int = 100  # DDIM steps used to judge a model by its samples
     sampling_eta: float = 1.0  # DDIM noise: 1 = ancestral-like (better for young models), 0 = deterministic
+    race_steps: tuple[int, ...] = (5, 10, 20, 50, 100, 250, 1000)  # step counts of the sampler race (chapter 5)
+    num_nll_images: int = 1_000  # test images whose likelihood bound is estimated (chapter 2)
+    num_nll_timesteps: int = 100  # sampled steps per image in that estimate
+    num_exact_nll_images: int = 8  # test images whose bound is summed over all T steps
     num_overfit_steps: int = 300  # optimisation steps of the single-batch overfitting check
     publish_weights: bool = True  # a full run writes the weights later chapters load; tiny runs never do
     seed: int = 0
@@ -128,6 +132,10 @@ TINY = Config(
     num_mc_samples=2_000,
     num_fid_samples=200,
     num_sampling_steps=2,
+    race_steps=(2, 4),
+    num_nll_images=200,
+    num_nll_timesteps=2,
+    num_exact_nll_images=1,
     num_overfit_steps=10,
     publish_weights=False,
 )

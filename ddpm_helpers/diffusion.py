@@ -2,7 +2,7 @@
 
 Everything here is a pure function of tensors and a :class:`~ddpm_helpers.schedules.NoiseSchedule`;
 the model is passed in, never owned. ``t`` is the 0-based index (the paper's step t + 1).
-Taught in: 01_forward_process (q_sample), 02_loss_derivation (posterior, loss).
+Taught in: 01_forward_process (q_sample), 02_elbo (posterior, loss).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def posterior_mean_var(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, sch
 
     μ̃_t = √ᾱ_{t−1} β_t / (1 − ᾱ_t) · x0 + √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · x_t,
     β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t. At t = 0 the variance is 0: x_{-1} is x0 itself.
-    x0, x_t: (B, C, H, W); t: (B,) int64. Taught in: 02_loss_derivation.
+    x0, x_t: (B, C, H, W); t: (B,) int64. Taught in: 02_elbo.
     """
     check_same_shape(x0, x_t, "x0", "x_t")
     check_timesteps(t, x0.shape[0], schedule.T)

@@ -17,7 +17,7 @@ from .checks import check_same_shape, check_timesteps
 from .diffusion import gather, posterior_mean_var, predict_eps, predict_x0
 from .schedules import NoiseSchedule
 
-METHODS = ("ddpm", "ddim")
+METHODS = ("ddpm", "ddim", "dpm-solver++")
 VARIANCES = ("posterior", "beta")
 
 
@@ -125,6 +125,60 @@ def ddim_step(
     return Step(x_prev, x0_hat)
 
 
+def log_snr_half(t: torch.Tensor, schedule: NoiseSchedule, ndim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(α, σ, e^{-λ}) at index t with α = √ᾱ_t, σ = √(1 − ᾱ_t), λ = log(α/σ); t = −1 gives (1, 0, 0)."""
+    alpha_bar = alpha_bar_at(t, schedule, ndim)
+    alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).clamp(min=0).sqrt()
+    return alpha, sigma, sigma / alpha
+
+
+def dpm_solver_step(
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    t_prev: torch.Tensor,
+    eps_hat: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    previous: tuple[torch.Tensor, torch.Tensor] | None = None,
+    clip_x0: bool = True,
+    generator: torch.Generator | None = None,
+) -> Step:
+    """One step of DPM-Solver++(2M) x_t → x_{t_prev} (Lu et al. 2022, Algorithm 2), deterministic.
+
+    With α = √ᾱ, σ = √(1 − ᾱ), λ = log(α/σ) and h = λ_prev − λ_t > 0:
+
+    1. x0_hat from eps_hat as in :func:`ddim_step` (clipped to [-1, 1] when ``clip_x0``).
+    2. D = x0_hat on the first step (``previous`` None) and on the last (t_prev = −1); otherwise,
+       with ``previous = (t_before, x0_hat_before)`` from the step before and r = (λ_t − λ_before)/h,
+       D = (1 + 1/(2r)) x0_hat − 1/(2r) x0_hat_before (a linear extrapolation in λ).
+    3. x_prev = (σ_prev/σ_t) x_t + α_prev (1 − e^{−h}) D.
+
+    With D = x0_hat the step is exactly DDIM with η = 0. ``generator`` is accepted for the shared
+    signature and unused. t, t_prev: (B,) int64 with −1 ≤ t_prev < t < T.
+    """
+    check_same_shape(x_t, eps_hat, "x_t", "eps_hat")
+    check_timesteps(t, x_t.shape[0], schedule.T)
+    if t_prev.shape != t.shape or bool((t_prev >= t).any()) or bool((t_prev < -1).any()):
+        raise ValueError(f"t_prev must have t's shape and satisfy -1 <= t_prev < t, got t_prev={t_prev.tolist()}")
+    x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
+    alpha, sigma, e_lam = log_snr_half(t, schedule, x_t.ndim)
+    alpha_prev, sigma_prev, e_lam_prev = log_snr_half(t_prev, schedule, x_t.ndim)
+    e_minus_h = e_lam_prev / e_lam  # e^{-h} = e^{-λ_prev} / e^{-λ_t}; 0 at the last step
+    d = x0_hat
+    if previous is not None:
+        t_before, x0_before = previous
+        if t_before.shape != t.shape or bool((t_before <= t).any()):
+            raise ValueError(f"previous[0] (t of the step before) must have t's shape and be > t, got {t_before.tolist()}")
+        check_same_shape(x0_before, x_t, "previous[1]", "x_t")
+        _, _, e_lam_before = log_snr_half(t_before, schedule, x_t.ndim)
+        h = torch.log(e_lam / e_lam_prev.clamp(min=1e-30))
+        r = torch.log(e_lam_before / e_lam) / h
+        second_order = (1 + 0.5 / r) * x0_hat - (0.5 / r) * x0_before
+        d = torch.where(_per_sample(t_prev, x_t.ndim) > 0, second_order, x0_hat)
+    x_prev = sigma_prev / sigma * x_t + alpha_prev * (1 - e_minus_h) * d
+    return Step(x_prev, x0_hat)
+
+
 def timesteps(T: int, num_steps: int, spacing: str = "uniform") -> list[int]:
     """Decreasing 0-based timesteps to visit, from near T−1 down to 0.
 
@@ -162,31 +216,41 @@ def iterate_sampler(
     method: str = "ddpm",
     num_steps: int | None = None,
     eta: float = 0.0,
+    spacing: str = "uniform",
+    variance: str = "posterior",
     y: torch.Tensor | None = None,
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
 ) -> Iterator[SamplerState]:
     """Run the reverse process from ``x_T`` and yield a :class:`SamplerState` after every step.
 
-    ``method="ddpm"`` visits every t = T−1, ..., 0 (``num_steps`` must be None or T);
-    ``method="ddim"`` visits ``num_steps`` uniformly spaced timesteps (default T) with noise η.
+    ``method="ddpm"`` visits every t = T−1, ..., 0 (``num_steps`` must be None or T) with the
+    ``variance`` of :func:`ddpm_step`; ``method="ddim"`` visits ``num_steps`` timesteps (default T,
+    ``spacing`` uniform or quadratic) with noise η; ``method="dpm-solver++"`` visits the same
+    timesteps with :func:`dpm_solver_step` (second order, deterministic; ``eta`` must be 0).
     The last state's ``x`` is the sample.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "ddpm" and num_steps not in (None, schedule.T):
         raise ValueError(f"method='ddpm' visits all {schedule.T} steps; for fewer use method='ddim' (got num_steps={num_steps})")
-    steps = timesteps(schedule.T, num_steps or schedule.T)
+    if method == "dpm-solver++" and eta != 0:
+        raise ValueError(f"method='dpm-solver++' is deterministic: eta must be 0, got {eta}")
+    steps = timesteps(schedule.T, num_steps or schedule.T, spacing)
     x = x_T
     batch = x.shape[0]
+    previous = None  # (t, x0_hat) of the step before, for the multistep solver
     for i, t_value in enumerate(steps):
         t = torch.full((batch,), t_value, device=x.device, dtype=torch.long)
         eps_hat = model(x, t, y).to(x.dtype)
+        t_prev = torch.full_like(t, steps[i + 1] if i + 1 < len(steps) else -1)
         if method == "ddpm":
-            x, x0_hat = ddpm_step(x, t, eps_hat, schedule, clip_x0=clip_x0, generator=generator)
-        else:
-            t_prev = torch.full_like(t, steps[i + 1] if i + 1 < len(steps) else -1)
+            x, x0_hat = ddpm_step(x, t, eps_hat, schedule, variance=variance, clip_x0=clip_x0, generator=generator)
+        elif method == "ddim":
             x, x0_hat = ddim_step(x, t, t_prev, eps_hat, schedule, eta=eta, clip_x0=clip_x0, generator=generator)
+        else:
+            x, x0_hat = dpm_solver_step(x, t, t_prev, eps_hat, schedule, previous=previous, clip_x0=clip_x0)
+            previous = (t, x0_hat)
         yield SamplerState(t_value, x, x0_hat)
 
 
@@ -199,6 +263,8 @@ def sample(
     method: str = "ddpm",
     num_steps: int | None = None,
     eta: float = 0.0,
+    spacing: str = "uniform",
+    variance: str = "posterior",
     y: torch.Tensor | None = None,
     image_shape: tuple[int, int, int] = (1, 32, 32),
     clip_x0: bool = True,
@@ -213,7 +279,8 @@ def sample(
     x_T = torch.randn((num_samples, *image_shape), device=schedule.device, generator=generator)
     state = None
     for state in iterate_sampler(
-        model, x_T, schedule, method=method, num_steps=num_steps, eta=eta, y=y, clip_x0=clip_x0, generator=generator
+        model, x_T, schedule, method=method, num_steps=num_steps, eta=eta, spacing=spacing, variance=variance, y=y,
+        clip_x0=clip_x0, generator=generator,
     ):
         pass
     return state.x.clamp(-1, 1)
