@@ -62,6 +62,7 @@ class Config:
     num_fid_samples: int = 1_000  # images per set for FID/KID (more than the 128 feature dimensions)
     num_sampling_steps: int = 100  # DDIM steps used to judge a model by its samples
     sampling_eta: float = 1.0  # DDIM noise: 1 = ancestral-like (better for young models), 0 = deterministic
+    sample_batch_size: int = 125  # images per network call when sampling many (a CPU is fastest near 100)
     race_steps: tuple[int, ...] = (5, 10, 20, 50, 100, 250, 1000)  # step counts of the sampler race (chapter 5)
     num_nll_images: int = 1_000  # test images whose likelihood bound is estimated (chapter 2)
     num_nll_timesteps: int = 100  # sampled steps per image in that estimate
@@ -79,6 +80,8 @@ class Config:
             raise ValueError(f"channels must be a multiple of 8 (GroupNorm groups), got {self.channels}")
         if not 0 <= self.lr_cooldown_steps <= self.num_train_steps:
             raise ValueError(f"lr_cooldown_steps must lie in [0, num_train_steps={self.num_train_steps}], got {self.lr_cooldown_steps}")
+        if self.sample_batch_size < 1:
+            raise ValueError(f"sample_batch_size must be a positive number of images, got {self.sample_batch_size}")
         if self.T < 2:
             raise ValueError(f"T must be at least 2, got {self.T}")
 
@@ -132,6 +135,7 @@ TINY = Config(
     num_mc_samples=2_000,
     num_fid_samples=200,
     num_sampling_steps=2,
+    sample_batch_size=100,
     race_steps=(2, 4),
     num_nll_images=200,
     num_nll_timesteps=2,

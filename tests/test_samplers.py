@@ -216,3 +216,38 @@ def test_dpm_solver_bad_inputs(schedule, tiny_unet):
         dh.dpm_solver_step(x, t, t - 1, x, schedule, previous=(t, x))
     with pytest.raises(ValueError, match="t_prev"):
         dh.dpm_solver_step(x, t, t, x, schedule)
+
+
+class RecordingModel(torch.nn.Module):
+    """Predicts a fixed function of (x_t, t, y) and records the batch sizes it is called with."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x_t, t, y=None):
+        self.calls.append((x_t.shape[0], None if y is None else y.tolist()))
+        shift = 0.0 if y is None else y.view(-1, 1, 1, 1).float() / 10
+        return 0.3 * x_t + shift
+
+
+@pytest.mark.parametrize("method,eta", [("ddim", 0.0), ("dpm-solver++", 0.0)])
+def test_sampling_in_chunks_matches_one_batch_for_deterministic_samplers(schedule, method, eta):
+    model, y = RecordingModel(), torch.arange(5)
+    run = lambda batch_size: dh.sample(model, 5, schedule, method=method, num_steps=4, eta=eta, y=y, batch_size=batch_size, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    whole = run(None)
+    model.calls.clear()
+    chunked = run(2)
+    torch.testing.assert_close(chunked, whole)
+    assert [size for size, _ in model.calls] == [2] * 4 + [2] * 4 + [1] * 4  # 3 chunks x 4 steps
+    assert [labels for _, labels in model.calls[::4]] == [[0, 1], [2, 3], [4]]  # labels follow their images
+
+
+def test_sampling_in_chunks_repeats_for_a_given_batch_size(schedule):
+    run = lambda seed: dh.sample(RecordingModel(), 5, schedule, method="ddim", num_steps=4, eta=1.0, batch_size=2, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    torch.testing.assert_close(run(0), run(0))
+    assert not torch.allclose(run(0), run(1))
+    with pytest.raises(ValueError, match="batch_size must be a positive"):
+        dh.sample(RecordingModel(), 5, schedule, method="ddim", num_steps=4, batch_size=0)
+    with pytest.raises(ValueError, match="sample_batch_size"):
+        dh.config.TINY.replace(sample_batch_size=0)
