@@ -54,6 +54,7 @@ class Config:
     ema_decay: float = 0.995
     grad_clip: float = 1.0
     loss_type: str = "l2"
+    label_dropout: float = 0.1  # conditional models: share of labels replaced by the null class (classifier-free guidance)
     eval_every: int = 250
     checkpoint_every: int = 500
     # figures and checks
@@ -64,6 +65,7 @@ class Config:
     sampling_eta: float = 1.0  # DDIM noise: 1 = ancestral-like (better for young models), 0 = deterministic
     sample_batch_size: int = 125  # images per network call when sampling many (a CPU is fastest near 100)
     race_steps: tuple[int, ...] = (5, 10, 20, 50, 100, 250, 1000)  # step counts of the sampler race (chapter 5)
+    guidance_scales: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0)  # classifier-free guidance sweep (chapter 7)
     num_nll_images: int = 1_000  # test images whose likelihood bound is estimated (chapter 2)
     num_nll_timesteps: int = 100  # sampled steps per image in that estimate
     num_exact_nll_images: int = 8  # test images whose bound is summed over all T steps
@@ -80,6 +82,8 @@ class Config:
             raise ValueError(f"channels must be a multiple of 8 (GroupNorm groups), got {self.channels}")
         if not 0 <= self.lr_cooldown_steps <= self.num_train_steps:
             raise ValueError(f"lr_cooldown_steps must lie in [0, num_train_steps={self.num_train_steps}], got {self.lr_cooldown_steps}")
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
         if self.sample_batch_size < 1:
             raise ValueError(f"sample_batch_size must be a positive number of images, got {self.sample_batch_size}")
         if self.T < 2:
@@ -137,6 +141,7 @@ TINY = Config(
     num_sampling_steps=2,
     sample_batch_size=100,
     race_steps=(2, 4),
+    guidance_scales=(0.0, 1.0, 3.0),
     num_nll_images=200,
     num_nll_timesteps=2,
     num_exact_nll_images=1,

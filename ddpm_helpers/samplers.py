@@ -199,6 +199,25 @@ def timesteps(T: int, num_steps: int, spacing: str = "uniform") -> list[int]:
     return steps
 
 
+def guided_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, guidance_scale: float = 1.0) -> torch.Tensor:
+    """The noise prediction of classifier-free guidance: ε̃ = ε(x_t, t, ∅) + s·(ε(x_t, t, y) − ε(x_t, t, ∅)).
+
+    ``s = guidance_scale``: 0 is the unconditional model and 1 the conditional one (one network
+    call each; with ``y`` None the model's own default, the null class), s > 1 pushes the sample further towards what distinguishes
+    class y. Ho & Salimans (2022) write the same mix as (1 + w)·ε_y − w·ε_∅, so s = 1 + w. The
+    two predictions come from one batched call; the null class is ``model.num_classes``.
+    """
+    if guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be non-negative, got {guidance_scale}")
+    if y is None or guidance_scale == 1.0:
+        return model(x_t, t, y)
+    null = torch.full_like(y, model.num_classes)
+    if guidance_scale == 0.0:
+        return model(x_t, t, null)
+    eps_y, eps_null = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, null])).chunk(2)
+    return eps_null + guidance_scale * (eps_y - eps_null)
+
+
 class SamplerState(NamedTuple):
     """What the loop yields after each step: the step's index t, the new state and x0_hat."""
 
@@ -219,6 +238,7 @@ def iterate_sampler(
     spacing: str = "uniform",
     variance: str = "posterior",
     y: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
 ) -> Iterator[SamplerState]:
@@ -228,7 +248,8 @@ def iterate_sampler(
     ``variance`` of :func:`ddpm_step`; ``method="ddim"`` visits ``num_steps`` timesteps (default T,
     ``spacing`` uniform or quadratic) with noise η; ``method="dpm-solver++"`` visits the same
     timesteps with :func:`dpm_solver_step` (second order, deterministic; ``eta`` must be 0).
-    The last state's ``x`` is the sample.
+    A conditional model gets the labels ``y`` and, with ``guidance_scale`` ≠ 1, classifier-free
+    guidance (:func:`guided_eps`). The last state's ``x`` is the sample.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -236,13 +257,15 @@ def iterate_sampler(
         raise ValueError(f"method='ddpm' visits all {schedule.T} steps; for fewer use method='ddim' (got num_steps={num_steps})")
     if method == "dpm-solver++" and eta != 0:
         raise ValueError(f"method='dpm-solver++' is deterministic: eta must be 0, got {eta}")
+    if guidance_scale != 1.0 and y is None:
+        raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (guidance mixes conditional and unconditional predictions)")
     steps = timesteps(schedule.T, num_steps or schedule.T, spacing)
     x = x_T
     batch = x.shape[0]
     previous = None  # (t, x0_hat) of the step before, for the multistep solver
     for i, t_value in enumerate(steps):
         t = torch.full((batch,), t_value, device=x.device, dtype=torch.long)
-        eps_hat = model(x, t, y).to(x.dtype)
+        eps_hat = guided_eps(model, x, t, y, guidance_scale).to(x.dtype)
         t_prev = torch.full_like(t, steps[i + 1] if i + 1 < len(steps) else -1)
         if method == "ddpm":
             x, x0_hat = ddpm_step(x, t, eps_hat, schedule, variance=variance, clip_x0=clip_x0, generator=generator)
@@ -266,6 +289,7 @@ def sample(
     spacing: str = "uniform",
     variance: str = "posterior",
     y: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
     image_shape: tuple[int, int, int] = (1, 32, 32),
     clip_x0: bool = True,
     generator: torch.Generator | None = None,
@@ -283,6 +307,8 @@ def sample(
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if y is not None and y.shape != (num_samples,):
+        raise ValueError(f"y must hold one label per sample, shape ({num_samples},), got {tuple(y.shape)}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of images or None, got {batch_size}")
     x_T = torch.randn((num_samples, *image_shape), device=schedule.device, generator=generator)
@@ -292,7 +318,8 @@ def sample(
         state = None
         for state in iterate_sampler(
             model, x_T[start:start + chunk], schedule, method=method, num_steps=num_steps, eta=eta, spacing=spacing,
-            variance=variance, y=None if y is None else y[start:start + chunk], clip_x0=clip_x0, generator=generator,
+            variance=variance, y=None if y is None else y[start:start + chunk], guidance_scale=guidance_scale,
+            clip_x0=clip_x0, generator=generator,
         ):
             pass
         samples.append(state.x.clamp(-1, 1))

@@ -149,11 +149,32 @@ def _any_process(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def num_classes_of(model: nn.Module) -> int | None:
+    """The number of classes of a conditional model (its null class has this index), else None."""
+    return getattr(model, "num_classes", None)
+
+
+def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each label by the null class ``num_classes`` with probability ``p``, independently.
+
+    Training on such labels teaches one network both ε(x_t, t, y) and the unconditional
+    ε(x_t, t, ∅), the two predictions that classifier-free guidance mixes (Ho & Salimans 2022).
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must lie in [0, 1], got {p}")
+    if y.ndim != 1 or y.dtype != torch.long:
+        raise ValueError(f"y must be a 1-D int64 tensor of labels, got shape {tuple(y.shape)} and dtype {y.dtype}")
+    drop = torch.rand(y.shape, device=y.device, generator=generator) < p
+    return torch.where(drop, torch.full_like(y, num_classes), y)
+
+
 def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, config: Config, y: torch.Tensor | None = None) -> torch.Tensor:
     """One optimisation step on the batch ``x0``; returns the batch's mean loss, detached.
 
     Draw t and eps for the whole batch → this process's slice of it → loss → backward (scaled
     under fp16) → average gradients over processes → clip the gradient norm → AdamW → EMA.
+    With labels ``y`` (a conditional model), a share ``config.label_dropout`` of them is first
+    replaced by the null class, drawn after t and eps from the same generator.
     Under torchrun every process passes the same global batch and generator state and trains on
     its own contiguous slice, so W processes compute exactly the step of one process; alone, the
     slice is the whole batch.
@@ -164,6 +185,11 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
         raise ValueError(f"the batch size ({x0.shape[0]}) must be divisible by the number of processes ({size})")
     t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=state.generator)
     eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=state.generator)
+    if y is not None:
+        num_classes = num_classes_of(model)
+        if num_classes is None:
+            raise ValueError("labels y were given but the model is unconditional (it has no num_classes)")
+        y = drop_labels(y, num_classes, config.label_dropout, state.generator)
     mine = slice(rank * x0.shape[0] // size, (rank + 1) * x0.shape[0] // size)
     model.train()
     for group in optimizer.param_groups:
@@ -192,14 +218,16 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
 @torch.no_grad()
 def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule, config: Config, device: torch.device) -> float:
     """The loss on the first 256 validation images with t and eps fixed by ``config.seed``, so that
-    successive evaluations differ only because the model changed."""
+    successive evaluations differ only because the model changed (a conditional model gets the
+    true labels, none dropped)."""
     x0 = val_set.images[:NUM_VAL_IMAGES_FOR_LOSS].to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     t = torch.randint(0, schedule.T, (x0.shape[0],), device=device, generator=generator)
     eps = torch.randn(x0.shape, device=device, generator=generator)
+    y = val_set.labels[:NUM_VAL_IMAGES_FOR_LOSS].to(device) if num_classes_of(model) is not None else None
     was_training = model.training
     model.eval()
-    loss = ddpm_loss(model, x0, schedule, t=t, eps=eps, loss_type=config.loss_type)
+    loss = ddpm_loss(model, x0, schedule, t=t, eps=eps, y=y, loss_type=config.loss_type)
     model.train(was_training)
     return float(loss)
 
@@ -219,7 +247,8 @@ def train(
     """Train until ``state.step`` reaches ``num_steps`` (default ``config.num_train_steps``), or
     until ``state.elapsed`` (training seconds, summed over calls) reaches ``max_seconds``.
 
-    Batches are drawn with replacement from ``train_set`` (held on the device). Every
+    Batches are drawn with replacement from ``train_set`` (held on the device); a conditional
+    model (one with ``num_classes``) gets the batch's labels, see :func:`train_step`. Every
     ``config.eval_every`` steps the validation loss is recorded; every ``config.checkpoint_every``
     steps and at the end, the state is written atomically to ``checkpoint_path`` (if given).
     Calling again with a larger ``num_steps`` continues where the last call stopped.
@@ -234,6 +263,7 @@ def train(
     check_images(train_set.images, "train_set.images", in_model_range=True)
     device = state.device
     images = train_set.images.to(device)
+    labels = train_set.labels.to(device) if num_classes_of(state.model) is not None else None
     schedule = schedule.to(device)
     history = state.history
     pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
@@ -243,7 +273,7 @@ def train(
     out_of_time = False
     while state.step < target and not out_of_time:
         index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
-        pending.append(train_step(state, images[index], schedule, config))
+        pending.append(train_step(state, images[index], schedule, config, None if labels is None else labels[index]))
         bar.update(1)
         if max_seconds is not None:
             out_of_time = _any_process(time.perf_counter() - started >= max_seconds, device)
