@@ -32,6 +32,22 @@ def test_save_gif_writes_every_frame(tmp_path):
     assert durations == [50, 50, 50, 50, 1000]  # the last frame is held
 
 
+def test_save_gif_keeps_the_requested_grey_levels_and_shrinks_noise(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.rand((4, 1, 16, 16), generator=g) * 2 - 1 for _ in range(6)]
+    with Image.open(dh.save_gif(frames, tmp_path / "four.gif", nrow=4, levels=4, scale=1)) as gif:
+        values = set()
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            values |= set(np.unique(np.asarray(gif.convert("L"))).tolist())
+    assert values <= {0, 85, 170, 255}
+    full = dh.save_gif(frames, tmp_path / "full.gif", nrow=4, scale=1).stat().st_size
+    sixteen = dh.save_gif(frames, tmp_path / "sixteen.gif", nrow=4, scale=1, levels=16).stat().st_size
+    assert sixteen < 0.7 * full
+    with pytest.raises(ValueError, match="levels must lie in"):
+        dh.save_gif(frames, tmp_path / "bad.gif", levels=1)
+
+
 def test_plot_functions_label_their_axes():
     ax = dh.plot_losses([1.0] * 100, [50, 100], [0.9, 0.8], smooth=10)
     assert ax.get_xlabel() == "training step" and ax.get_ylabel() == "loss" and ax.get_title()
