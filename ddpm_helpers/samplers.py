@@ -203,9 +203,10 @@ def guided_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Te
     """The noise prediction of classifier-free guidance: ε̃ = ε(x_t, t, ∅) + s·(ε(x_t, t, y) − ε(x_t, t, ∅)).
 
     ``s = guidance_scale``: 0 is the unconditional model and 1 the conditional one (one network
-    call each; with ``y`` None the model's own default, the null class), s > 1 pushes the sample further towards what distinguishes
-    class y. Ho & Salimans (2022) write the same mix as (1 + w)·ε_y − w·ε_∅, so s = 1 + w. The
-    two predictions come from one batched call; the null class is ``model.num_classes``.
+    call each; with ``y`` None, the model's own default, the null class); s > 1 pushes the sample
+    further towards what distinguishes class y. Ho & Salimans (2022) write the same mix as
+    (1 + w)·ε_y − w·ε_∅, so s = 1 + w. Otherwise the two predictions come from one batched call;
+    the null class is ``model.num_classes``.
     """
     if guidance_scale < 0:
         raise ValueError(f"guidance_scale must be non-negative, got {guidance_scale}")
