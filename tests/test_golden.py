@@ -1,0 +1,71 @@
+"""Golden values: a few outputs of the shipped models, pinned.
+
+The chapters' stored outputs were computed with these models and this code. A change that alters
+the random stream or the numerics of sampling or of the loss fails here, instead of silently
+invalidating what the book shows. When such a change is intended (new weights, a new sampler),
+re-run the chapters that load the weights and update these numbers in the same commit.
+"""
+
+import pytest
+import torch
+
+import ddpm_helpers as dh
+
+ATOL = 1e-5  # float32 on a CPU; the same ops in the same order repeat far closer than this
+
+
+def pick(x: torch.Tensor) -> list[float]:
+    """Six spread-out values and the float64 sum of the whole tensor."""
+    return x.flatten()[::331][:6].tolist() + [float(x.double().sum())]
+
+
+@pytest.fixture(scope="module")
+def models():
+    unconditional, cfg = dh.load_pretrained("unconditional")
+    conditional, _ = dh.load_pretrained("conditional")
+    return unconditional, conditional, dh.make_schedule(cfg.schedule, cfg.T)
+
+
+def assert_pinned(values: list[float], expected: list[float]) -> None:
+    torch.testing.assert_close(torch.tensor(values[:-1]), torch.tensor(expected[:-1]), rtol=0, atol=ATOL)
+    assert values[-1] == pytest.approx(expected[-1], abs=2e-3)  # a sum over 2,048 values
+
+
+def test_golden_ddim_eta_one(models):
+    unconditional, _, schedule = models
+    x = dh.sample(unconditional, 2, schedule, method="ddim", num_steps=5, eta=1.0, generator=torch.Generator().manual_seed(0))
+    assert_pinned(pick(x), [-0.9888224005699158, -0.26576536893844604, -0.2905115783214569, -0.9949964880943298, -0.8523917198181152, -0.988442599773407, -1637.4833079378586])
+
+
+def test_golden_dpm_solver(models):
+    unconditional, _, schedule = models
+    x = dh.sample(unconditional, 2, schedule, method="dpm-solver++", num_steps=5, generator=torch.Generator().manual_seed(1))
+    assert_pinned(pick(x), [-0.9969952702522278, -0.9133895635604858, 0.22313857078552246, -0.9874369502067566, -0.9862851500511169, -0.994935929775238, -1670.6774023495382])
+
+
+def test_golden_first_ddpm_steps(models):
+    unconditional, _, schedule = models
+    g = torch.Generator().manual_seed(2)
+    x_T = torch.randn(2, 1, 32, 32, generator=g)
+    states = dh.iterate_sampler(unconditional, x_T, schedule, method="ddpm", variance="beta", generator=g)
+    for _ in range(3):
+        state = next(states)
+    assert_pinned(pick(state.x), [-1.075752854347229, -0.01503436267375946, -0.3625843822956085, 0.4437175989151001, 0.8041093349456787, -0.26603859663009644, 80.61631004326046])
+    assert_pinned(pick(state.x0_hat), [-1.0, 0.24024048447608948, -0.1884574443101883, -1.0, -1.0, -1.0, -1019.1841014770325])
+
+
+def test_golden_guided_conditional(models):
+    _, conditional, schedule = models
+    x = dh.sample(conditional, 2, schedule, method="ddim", num_steps=4, eta=0.0, y=torch.tensor([3, 7]), guidance_scale=2.0, generator=torch.Generator().manual_seed(3))
+    assert_pinned(pick(x), [-0.9944467544555664, 0.45837342739105225, 0.7851014733314514, -0.9738724827766418, -0.21698708832263947, -0.9923752546310425, -1632.1675827630388])
+
+
+def test_golden_loss(models):
+    unconditional, conditional, schedule = models
+    test = dh.load_mnist("test", dh.load_config("tiny"), num_images=4)
+    t, eps = torch.tensor([0, 10, 500, 999]), torch.randn(test.images.shape, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        loss = dh.ddpm_loss(unconditional, test.images, schedule, t=t, eps=eps)
+        loss_conditional = dh.ddpm_loss(conditional, test.images, schedule, t=t, eps=eps, y=test.labels)
+    assert float(loss) == pytest.approx(0.05782252177596092, abs=1e-6)
+    assert float(loss_conditional) == pytest.approx(0.057641707360744476, abs=1e-6)
