@@ -1,30 +1,53 @@
 """ddpm_helpers: the machinery shared by the chapters of *DDPM on MNIST*.
 
-Chapters import it as ``import ddpm_helpers as dh``; every public name is reachable from here.
+Chapters import it as ``import ddpm_helpers as dh``. The rule for what lives where:
+
+* **Flat under ``dh.``**: every name a chapter uses to configure, build, train, sample, load and
+  show: configs, schedules, the forward process and loss, the sampling steps and loop, the
+  networks and their layers, training and checkpoints, shipped weights, data, runtime and figures.
+  These are listed in ``__all__``.
+* **In a submodule, named by its family**: ``dh.metrics`` (scores of images and features: FID,
+  KID, SSIM, PSNR, class scores), ``dh.elbo`` (the variational bound, term by term),
+  ``dh.evaluation`` (judging a model by its samples against a real reference) and ``dh.latent``
+  (moving between images and scaled latents). A chapter writes ``dh.metrics.fid(...)``.
+
+Anything else (a name starting with ``_``, or not listed here) is internal and may change.
 """
 
-from . import elbo, evaluation, metrics
+from . import elbo, evaluation, latent, metrics
+from .autoencoder import AttentionResBlock, Autoencoder, AutoencoderConfig, ChannelAttention, train_autoencoder
 from .checkpoint import load_checkpoint, read_checkpoint, resume_or_init, save_checkpoint
 from .classifier import MNISTClassifier, classifier_card, load_classifier, train_classifier
-from .config import FULL, TINY, Config, load_config, pick_device, seed_everything
+from .config import FULL, TINY, Config, DataConfig, DiffusionConfig, TrainConfig, load_config
 from .data import ImageSet, load_mnist, to_model_range, to_pixel_range
-from .diffusion import Posterior, ddpm_loss, posterior_mean_var, predict_eps, predict_x0, q_sample
-from .pretrained import load_pretrained, pretrained_card, save_pretrained
-from .samplers import SamplerState, Step, ddim_step, ddpm_step, dpm_solver_step, guided_eps, iterate_sampler, sample, timesteps
-from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_betas, make_schedule, schedule_from_betas
-from .training import EMA, History, TrainState, drop_labels, init_train_state, train, train_step, validation_loss
-from .unet import ResBlock, SelfAttention, UNet, count_parameters, make_unet, timestep_embedding
+from .diffusion import MNIST_PIXELS, DataSpace, Posterior, ddpm_loss, posterior_mean_var, predict_eps, predict_x0, q_sample
+from .ema import EMA
+from .layers import ResBlock, SelfAttention, WSConv2d, make_downsample, timestep_embedding
+from .pretrained import Pretrained, load_pretrained, pretrained_card, save_pretrained
+from .runtime import describe_device, pick_device, seed_everything
+from .samplers import SamplerSpec, SamplerState, guided_eps, iterate_sampler, sample, timesteps
+from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_betas, make_schedule, per_sample, schedule_from_betas
+from .steps import STEPS, Step, ddim_sigma, ddim_step, ddpm_step, dpm_solver_step
+from .training import History, TrainState, drop_labels, init_train_state, learning_rate, train, train_step, validation_loss
+from .unet import UNet, UNetConfig, count_parameters
 from .viz import COLORS, SCHEDULE_COLORS, image_grid, plot_losses, save_gif, show_images, show_strip
+from .weights import WEIGHTS_DIR
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = [
-    "COLORS", "Config", "elbo", "evaluation", "load_pretrained", "pretrained_card", "save_pretrained", "MNISTClassifier", "classifier_card", "load_classifier", "metrics", "train_classifier", "EMA", "FULL", "History", "ImageSet", "NoiseSchedule", "Posterior", "ResBlock",
-    "SCHEDULE_COLORS", "SamplerState", "SelfAttention", "Step", "TINY", "TrainState", "UNet",
-    "count_parameters", "cosine_alpha_bar", "cosine_betas", "ddim_step", "ddpm_loss", "ddpm_step", "dpm_solver_step", "drop_labels", "guided_eps",
-    "image_grid", "init_train_state", "iterate_sampler", "linear_betas", "load_checkpoint", "load_config",
-    "load_mnist", "make_schedule", "make_unet", "pick_device", "plot_losses", "posterior_mean_var",
-    "predict_eps", "predict_x0", "q_sample", "read_checkpoint", "resume_or_init", "sample", "save_checkpoint",
-    "save_gif", "schedule_from_betas", "seed_everything", "show_images", "show_strip", "timestep_embedding",
-    "timesteps", "to_model_range", "to_pixel_range", "train", "train_step", "validation_loss",
-]
+__all__ = sorted([
+    "AttentionResBlock", "Autoencoder", "AutoencoderConfig", "COLORS", "ChannelAttention", "Config", "DataConfig",
+    "DataSpace", "DiffusionConfig", "EMA", "FULL", "History", "ImageSet", "MNISTClassifier", "MNIST_PIXELS",
+    "NoiseSchedule", "Posterior", "Pretrained", "ResBlock", "SCHEDULE_COLORS", "STEPS", "SamplerSpec", "SamplerState",
+    "SelfAttention", "Step", "TINY", "TrainConfig", "TrainState", "UNet", "UNetConfig", "WEIGHTS_DIR", "WSConv2d",
+    "classifier_card", "cosine_alpha_bar", "cosine_betas", "count_parameters", "ddim_sigma", "ddim_step", "ddpm_loss",
+    "ddpm_step", "describe_device", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
+    "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
+    "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "per_sample", "pick_device", "plot_losses",
+    "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint",
+    "resume_or_init", "sample", "save_checkpoint", "save_gif", "save_pretrained", "schedule_from_betas",
+    "seed_everything", "show_images", "show_strip", "timestep_embedding", "timesteps", "to_model_range",
+    "to_pixel_range", "train", "train_autoencoder", "train_classifier", "train_step", "validation_loss",
+])
+
+SUBMODULES = ("elbo", "evaluation", "latent", "metrics")

@@ -1,97 +1,97 @@
-"""Checkpoints: one dict with a format version and the config, written atomically, loaded safely.
+"""Checkpoints: the whole training state in one file, written atomically, restored exactly.
 
-A checkpoint is written to ``<path>.tmp``, flushed to disk and then renamed over ``<path>``, so an
-interrupted write never leaves a half-written checkpoint behind. Loading uses
-``torch.load(weights_only=True)`` (no arbitrary code runs) and refuses a checkpoint whose
-model-defining settings differ from the current configuration. Taught in: 04_training.
+A checkpoint holds the network's own config, the diffusion it was trained for (schedule name
+and T) and the loss, and refuses to load into anything else. Loading restores the state only: it
+sets no global random state. Taught in: 04_training.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import Config
+from .config import TrainConfig
+from .schedules import NoiseSchedule
 from .training import History, TrainState, init_train_state
-
-FORMAT_VERSION = 1
-# Settings that change the network or the diffusion: a checkpoint must agree on all of them.
-MODEL_FIELDS = (
-    "image_size", "T", "schedule", "channels", "channel_mults", "num_res_blocks", "attention_resolutions",
-    "patch_size", "downsample", "weight_standardization", "loss_type",
-)
+from .weights import read_weights, write_atomic
 
 
-def save_checkpoint(path: str | os.PathLike, state: TrainState, config: Config) -> None:
-    """Write ``state`` and ``config`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "config": config.to_dict(),
-        "step": state.step,
-        "elapsed": state.elapsed,
-        "model": state.model.state_dict(),
-        "ema": state.ema.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
-        "generator": state.generator.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "history": dataclasses.asdict(state.history),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def _identity(model: nn.Module, schedule: NoiseSchedule, config: TrainConfig) -> dict:
+    """What a checkpoint must agree on: the network's config, the diffusion and the loss."""
+    network = model.config.to_dict() if hasattr(model, "config") else {"class": type(model).__name__}
+    return {"network": network, "schedule": schedule.name, "T": schedule.T, "loss_type": config.loss_type}
 
 
-def read_checkpoint(path: str | os.PathLike, config: Config) -> dict:
-    """The checkpoint's dict, after checking its format and that its config matches ``config``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, pickle garbage, ...: all mean the same to the reader
-        raise ValueError(f"checkpoint {path} is corrupt or not a ddpm_helpers checkpoint ({type(error).__name__}: {error})") from error
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        found = payload.get("format_version") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"checkpoint {path} has format version {found!r}; this package reads version {FORMAT_VERSION}")
-    saved = Config.from_dict(payload["config"])
-    differences = [f"{name}: checkpoint {getattr(saved, name)!r} vs config {getattr(config, name)!r}" for name in MODEL_FIELDS if getattr(saved, name) != getattr(config, name)]
+def save_checkpoint(path: str | os.PathLike, state: TrainState, schedule: NoiseSchedule, config: TrainConfig) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    write_atomic(
+        {
+            "identity": _identity(state.model, schedule, config),
+            "train_config": config.to_dict(),
+            "step": state.step,
+            "elapsed": state.elapsed,
+            "num_steps": state.num_steps,
+            "max_seconds": state.max_seconds,
+            "model": state.model.state_dict(),
+            "ema": state.ema.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+            "generator": state.generator.get_state(),
+            "history": dataclasses.asdict(state.history),
+        },
+        path,
+    )
+
+
+def read_checkpoint(path: str | os.PathLike, model: nn.Module, schedule: NoiseSchedule, config: TrainConfig) -> dict:
+    """The checkpoint's dict, after checking its format and that it belongs to this network,
+    schedule and loss (a ValueError names every difference)."""
+    payload = read_weights(path, "checkpoint")
+    saved, current = payload["identity"], _identity(model, schedule, config)
+    differences = [f"{key}: checkpoint {saved.get(key)!r} vs now {current[key]!r}" for key in current if saved.get(key) != current[key]]
     if differences:
-        raise ValueError(f"checkpoint {path} was written for another configuration (mode {saved.mode!r}): " + "; ".join(differences))
+        raise ValueError(f"checkpoint {path} was written for another network, schedule or loss: " + "; ".join(differences))
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module, config: Config, device: torch.device | str, *, mixed_precision: bool = True) -> TrainState:
-    """Restore the :class:`TrainState` saved at ``path`` into ``model``, ready to continue training exactly."""
-    payload = read_checkpoint(path, config)
-    state = init_train_state(model, config, device, mixed_precision=mixed_precision)
-    try:
-        state.model.load_state_dict(payload["model"])
-        state.ema.load_state_dict(payload["ema"])
-    except RuntimeError as error:
-        raise ValueError(f"checkpoint {path} does not fit this model: {error}") from error
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, schedule: NoiseSchedule, config: TrainConfig, *, mixed_precision: bool = True) -> TrainState:
+    """Restore the :class:`TrainState` saved at ``path`` into ``model`` (on its device), ready to
+    continue training exactly."""
+    payload = read_checkpoint(path, model, schedule, config)
+    state = init_train_state(model, config, num_steps=payload["num_steps"], max_seconds=payload["max_seconds"], mixed_precision=mixed_precision)
+    state.model.load_state_dict(payload["model"])
+    state.ema.load_state_dict(payload["ema"])
     state.optimizer.load_state_dict(payload["optimizer"])
     if state.scaler is not None and payload["scaler"] is not None:
         state.scaler.load_state_dict(payload["scaler"])
     state.generator.set_state(payload["generator"])
-    torch.set_rng_state(payload["torch_rng"])
     state.step = int(payload["step"])
     state.elapsed = float(payload["elapsed"])
     state.history = History(**payload["history"])
     return state
 
 
-def resume_or_init(path: str | os.PathLike, model: nn.Module, config: Config, device: torch.device | str) -> TrainState:
-    """Continue from the checkpoint at ``path`` if one exists, else start fresh."""
-    if Path(path).is_file():
-        return load_checkpoint(path, model, config, device)
-    return init_train_state(model, config, device)
+def resume_or_init(
+    path: str | os.PathLike, model: nn.Module, schedule: NoiseSchedule, config: TrainConfig, *, num_steps: int | None = None, max_seconds: float | None = None
+) -> TrainState:
+    """Continue from the checkpoint at ``path`` if the file exists, else start a fresh run with this plan.
+
+    A plan given here (``num_steps`` or ``max_seconds``) must be the checkpoint's own: the learning
+    rate of a resumed run follows the plan it started with.
+    """
+    if os.path.isdir(path):
+        raise ValueError(f"path must name a checkpoint file, got the directory {path}")
+    if not os.path.isfile(path):
+        return init_train_state(model, config, num_steps=num_steps, max_seconds=max_seconds)
+    state = load_checkpoint(path, model, schedule, config)
+    asked = (config.num_train_steps if num_steps is None and max_seconds is None else num_steps, max_seconds)
+    if asked != (state.num_steps, state.max_seconds):
+        raise ValueError(
+            f"the checkpoint at {path} plans num_steps={state.num_steps}, max_seconds={state.max_seconds}, "
+            f"but num_steps={asked[0]}, max_seconds={asked[1]} was asked; resume with the checkpoint's plan or start a new run"
+        )
+    return state
+

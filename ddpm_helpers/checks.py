@@ -1,44 +1,170 @@
-"""Input checks shared by the package: each raises a ``ValueError`` naming the argument,
-what was expected and what arrived."""
+"""Validation at the package's boundary: each check raises a ``ValueError`` naming the argument,
+what was expected and what arrived.
+
+Checks of tensor *values* (a timestep range, say) read the tensor back to the host, which on a
+GPU waits for the device. A loop that has validated its inputs once runs its steps inside
+:func:`validated`, and the steps then skip those value checks: once per call, not once per step.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import torch
 
+_VALIDATED: ContextVar[bool] = ContextVar("ddpm_helpers_validated", default=False)
 
-def check_images(x: torch.Tensor, name: str = "x", *, in_model_range: bool = False) -> None:
-    """``x`` must be a floating (B, C, H, W) tensor; with ``in_model_range``, also within [-1, 1]."""
+
+@contextlib.contextmanager
+def validated() -> Iterator[None]:
+    """Within this block, value checks that would synchronise with the device are skipped:
+    the caller has checked those values once already."""
+    token = _VALIDATED.set(True)
+    try:
+        yield
+    finally:
+        _VALIDATED.reset(token)
+
+
+def values_checked() -> bool:
+    """True inside :func:`validated`: the caller has already checked tensor values once."""
+    return _VALIDATED.get()
+
+
+def check_images(x: torch.Tensor, name: str = "x", *, value_range: tuple[float, float] | None = None) -> None:
+    """``x`` must be a floating (B, C, H, W) tensor; with ``value_range``, also within it."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
     if x.ndim != 4:
         raise ValueError(f"{name} must have shape (B, C, H, W), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}")
-    if in_model_range and x.numel():
+    if value_range is not None:
+        check_range(x, name, value_range)
+
+
+def check_range(x: torch.Tensor, name: str, value_range: tuple[float, float]) -> None:
+    """Every value of ``x`` must lie in ``value_range`` (to within 1e-4)."""
+    if x.numel():
         low, high = float(x.min()), float(x.max())
-        if low < -1 - 1e-4 or high > 1 + 1e-4:
+        if low < value_range[0] - 1e-4 or high > value_range[1] + 1e-4:
             raise ValueError(
-                f"{name} must lie in [-1, 1] (use dh.to_model_range on [0, 1] images), "
+                f"{name} must lie in [{value_range[0]:g}, {value_range[1]:g}] (use dh.to_model_range on [0, 1] images), "
                 f"got values in [{low:.3g}, {high:.3g}]"
             )
 
 
-def check_timesteps(t: torch.Tensor, batch_size: int, T: int, name: str = "t") -> None:
-    """``t`` must be a (B,) integer tensor with values in [0, T)."""
+def check_data(items: torch.Tensor, space, name: str) -> None:
+    """``items`` must be (N, *space.shape) and, where the :class:`~ddpm_helpers.diffusion.DataSpace`
+    has a range, within it."""
+    check_batch(items, name)
+    if tuple(items.shape[1:]) != tuple(space.shape):
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, space.shape))}) for this data space, got {tuple(items.shape)}")
+    if space.value_range is not None:
+        check_range(items, name, space.value_range)
+
+
+def check_batch(x: torch.Tensor, name: str = "x") -> None:
+    """``x`` must be a floating tensor (B, ...) with a batch dimension and at least one item dimension."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (B, ...), got {type(x).__name__}")
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have a batch dimension and item dimensions (B, ...), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+
+
+def check_timesteps(t: torch.Tensor, batch_size: int, T: int, name: str = "t", *, low: int = 0) -> None:
+    """``t`` must be a (B,) integer tensor with values in [low, T) (``low=-1`` allows "past the end")."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a (B,) int64 tensor, got {type(t).__name__}")
     if t.ndim != 1 or t.shape[0] != batch_size:
         raise ValueError(f"{name} must have shape ({batch_size},), got shape {tuple(t.shape)}")
     if t.is_floating_point() or t.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer timestep indices, got dtype {t.dtype}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= T):
+    if t.numel() and not _VALIDATED.get() and (int(t.min()) < low or int(t.max()) >= T):
         raise ValueError(
-            f"{name} must lie in [0, {T}) (0-based; the paper's step is t + 1), "
+            f"{name} must lie in [{low}, {T}) (0-based; the paper's step is t + 1), "
             f"got values in [{int(t.min())}, {int(t.max())}]"
         )
+
+
+def check_earlier(t_prev: torch.Tensor, t: torch.Tensor, name: str = "t_prev") -> None:
+    """``t_prev`` must have t's shape and satisfy −1 ≤ t_prev < t (−1: the clean image)."""
+    check_timesteps(t_prev, t.shape[0], int(torch.iinfo(torch.int64).max), name, low=-1)
+    if not _VALIDATED.get() and bool((t_prev >= t).any()):
+        raise ValueError(f"{name} must satisfy -1 <= {name} < t, got {name}={t_prev.tolist()} for t={t.tolist()}")
 
 
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
     """``a`` and ``b`` must have the same shape."""
     if a.shape != b.shape:
         raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def check_choice(value: object, choices: tuple, name: str) -> None:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_positive_int(value: object, name: str, *, minimum: int = 1) -> None:
+    """``value`` must be an int (not a bool or a string) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_fraction(
+    value: object, name: str, *, low: float = 0.0, high: float = 1.0, include_low: bool = True, include_high: bool = True
+) -> None:
+    """``value`` must be a finite real number in the interval from ``low`` to ``high``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+    if ok:
+        ok = (value >= low if include_low else value > low) and (value <= high if include_high else value < high)
+    if not ok:
+        interval = f"{'[' if include_low else '('}{low:g}, {high:g}{']' if include_high else ')'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def config_to_dict(config: object) -> dict:
+    """A frozen dataclass as a plain dict of primitives (tuples become lists, nested configs dicts)."""
+    values = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            value = config_to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        values[field.name] = value
+    return values
+
+
+def config_from_dict(cls: type, values: dict):
+    """Inverse of :func:`config_to_dict` for the flat dataclass ``cls`` (lists become tuples)."""
+    if not isinstance(values, dict):
+        raise ValueError(f"a {cls.__name__} must be read from a dict, got {type(values).__name__}")
+    names = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {unknown}; known: {sorted(names)}")
+    return cls(**{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()})
+
+
+class ConfigMixin:
+    """What every component config (a frozen dataclass) shares: ``replace`` and a dict round trip."""
+
+    def replace(self, **changes: object):
+        """A copy with some fields changed, e.g. ``cfg.train.replace(lr=1e-3)``."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain dict of primitives (tuples become lists), safe for JSON and ``weights_only`` loading."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """Inverse of :meth:`to_dict`; unknown fields are an error."""
+        return config_from_dict(cls, values)

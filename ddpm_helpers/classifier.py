@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_images
+from .diffusion import MNIST_PIXELS
 from .data import ImageSet
+from .weights import WEIGHTS_DIR, half_state_dict, load_float_state_dict, read_weights, sha256_of, write_atomic
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CLASSIFIER_WEIGHTS = WEIGHTS_DIR / "mnist_classifier.pt"
 CLASSIFIER_CARD = WEIGHTS_DIR / "mnist_classifier.json"
 FEATURE_DIM = 128
@@ -82,6 +83,7 @@ class ClassifierCard:
     train_seconds: float
     device: str
     num_parameters: int
+    sha256: str = ""  # of the weights file; loading checks it
 
 
 def train_classifier(train_set: ImageSet, *, epochs: int = 12, batch_size: int = 128, lr: float = 3e-3, seed: int = 0, device: str | torch.device = "cpu", progress: bool = True) -> tuple[MNISTClassifier, float]:
@@ -89,9 +91,15 @@ def train_classifier(train_set: ImageSet, *, epochs: int = 12, batch_size: int =
 
     Deterministic under ``seed`` on the CPU. Returns the model (in eval mode) and the seconds taken.
     """
-    check_images(train_set.images, "train_set.images", in_model_range=True)
+    check_images(train_set.images, "train_set.images", value_range=MNIST_PIXELS.value_range)
     device = torch.device(device)
-    torch.manual_seed(seed)
+    # The initial weights and dropout follow ``seed``; the caller's global random state is restored after.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _fit(train_set, epochs, batch_size, lr, seed, device, progress)
+
+
+def _fit(train_set: ImageSet, epochs: int, batch_size: int, lr: float, seed: int, device: torch.device, progress: bool) -> tuple[MNISTClassifier, float]:
     model = MNISTClassifier().to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     images, labels = train_set.images.to(device), train_set.labels.to(device)
@@ -118,28 +126,24 @@ def train_classifier(train_set: ImageSet, *, epochs: int = 12, batch_size: int =
 
 
 def save_classifier(model: MNISTClassifier, card: ClassifierCard, weights: Path = CLASSIFIER_WEIGHTS, card_path: Path = CLASSIFIER_CARD) -> None:
-    """Write the weights in half precision (they lose nothing measurable; see the card) and the card as JSON."""
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    tmp = weights.with_name(weights.name + ".tmp")
-    torch.save({"format_version": 1, "state_dict": state}, tmp)
-    tmp.replace(weights)
-    card_path.write_text(json.dumps(card.__dict__, indent=2) + "\n")
+    """Write the weights in half precision (they lose nothing measurable; see the card) and the card,
+    with the weights' SHA-256, as JSON."""
+    sha256 = write_atomic({"state_dict": half_state_dict(model)}, weights)
+    card_path.write_text(json.dumps({**card.__dict__, "sha256": sha256}, indent=2) + "\n")
 
 
-def load_classifier(device: str | torch.device = "cpu", weights: Path = CLASSIFIER_WEIGHTS) -> MNISTClassifier:
-    """The shipped classifier, in float32 and eval mode, on ``device``."""
-    if not weights.is_file():
+def load_classifier(device: str | torch.device = "cpu", weights: Path = CLASSIFIER_WEIGHTS, card_path: Path = CLASSIFIER_CARD) -> MNISTClassifier:
+    """The shipped classifier, in float32 and eval mode, on ``device``; its bytes must match its card."""
+    if not Path(weights).is_file():
         raise FileNotFoundError(f"no classifier weights at {weights}; run scripts/train_classifier.py to make them")
-    try:
-        payload = torch.load(weights, map_location="cpu", weights_only=True)
-        model = MNISTClassifier()
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()})
-    except Exception as error:
-        raise ValueError(f"classifier weights {weights} are corrupt or do not fit MNISTClassifier ({error})") from error
-    return model.eval().to(device)
+    card = classifier_card(card_path)
+    payload = read_weights(weights, "MNIST classifier", sha256=card.sha256 or None)
+    return load_float_state_dict(MNISTClassifier(), payload["state_dict"], "the MNIST classifier's weights").eval().to(device)
 
 
 def classifier_card(card_path: Path = CLASSIFIER_CARD) -> ClassifierCard:
     """The shipped classifier's card: its measured test accuracy and how it was trained."""
-    return ClassifierCard(**json.loads(card_path.read_text()))
+    try:
+        return ClassifierCard(**json.loads(Path(card_path).read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as error:
+        raise ValueError(f"the classifier card {card_path} is missing or invalid ({type(error).__name__}: {error})") from error

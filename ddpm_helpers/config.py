@@ -1,26 +1,108 @@
-"""Every number that differs between the tiny and the full run, in one frozen dataclass.
+"""The settings of a run: one small frozen config per component, gathered in one :class:`Config`.
 
 The book runs in two modes chosen by one environment variable, ``DDPM_MODE``:
 
 * ``tiny``: CPU, seconds per chapter; used by the tests and CI. Small networks, few steps,
   the MNIST subset shipped inside this package.
-* ``full``: the results the rendered book shows; the full MNIST training set.
+* ``full``: the results the rendered book shows.
 
-The modes are *values* of :class:`Config`, never branches in the chapters.
+The modes are *values* (:data:`TINY`, :data:`FULL`), never branches in the chapters. Each component
+has its own config, so a function takes only what it reads, and the network's config travels
+with its weights (a checkpoint or shipped model is checked against it as a whole):
+
+====================  ==========================================================
+``cfg.data``          :class:`DataConfig`: which MNIST images
+``cfg.unet``          :class:`~ddpm_helpers.unet.UNetConfig`: the ε-network
+``cfg.diffusion``     :class:`DiffusionConfig`: T and the β schedule
+``cfg.train``         :class:`TrainConfig`: optimiser, schedule of the learning rate, EMA
+``cfg.judge``         :class:`~ddpm_helpers.samplers.SamplerSpec`: how the book samples to judge a model
+====================  ==========================================================
+
+Knobs that only one chapter uses stay in that chapter, written with :meth:`Config.pick`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import random
 from dataclasses import dataclass
+from typing import TypeVar
 
-import numpy as np
-import torch
+from .checks import ConfigMixin, check_choice, check_fraction, check_positive_int, config_to_dict
+from .diffusion import LOSS_TYPES
+from .samplers import SamplerSpec
+from .schedules import SCHEDULES
+from .unet import UNetConfig
 
 MODE_VARIABLE = "DDPM_MODE"
 DEFAULT_MODE = "full"
+DATA_SOURCES = ("bundled", "download")
+Value = TypeVar("Value")
+
+
+@dataclass(frozen=True)
+class DataConfig(ConfigMixin):
+    """Which MNIST images a run uses. Taught in: 01_forward_process."""
+
+    source: str  # "bundled" (the subset shipped in the package) or "download" (torchvision)
+    num_train_images: int | None  # None: every image of the training split
+    num_val_images: int  # held out from the end of the official training images
+    image_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_choice(self.source, DATA_SOURCES, "data.source")
+        if self.num_train_images is not None:
+            check_positive_int(self.num_train_images, "data.num_train_images")
+        check_positive_int(self.num_val_images, "data.num_val_images")
+        check_positive_int(self.image_size, "data.image_size", minimum=28)
+        if self.image_size % 2:
+            raise ValueError(f"data.image_size must be an even size of at least 28 (MNIST's 28x28 digits are padded evenly), got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(ConfigMixin):
+    """The forward process: ``T`` steps of the named β schedule. Taught in: 01_forward_process."""
+
+    T: int = 1000
+    schedule: str = "linear"
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.T, "diffusion.T", minimum=2)
+        check_choice(self.schedule, SCHEDULES, "diffusion.schedule")
+
+
+@dataclass(frozen=True)
+class TrainConfig(ConfigMixin):
+    """How a diffusion model is trained (chosen for time to quality on two CPU cores; see 04_training)."""
+
+    batch_size: int = 64
+    num_train_steps: int = 18_000
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    lr_cooldown_fraction: float = 1 / 3  # the learning rate falls linearly to 0 over this share of the run
+    channels_last: bool = True  # NHWC memory format: about 16% more images/s on a CPU
+    ema_decay: float = 0.995
+    grad_clip: float = 1.0  # the largest gradient norm
+    loss_type: str = "l2"
+    label_dropout: float = 0.1  # conditional models: share of labels replaced by the null class
+    eval_every: int = 250
+    checkpoint_every: int = 500
+    num_val_loss_images: int = 256  # validation images behind the validation loss
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_train_steps", "eval_every", "checkpoint_every", "num_val_loss_images"):
+            check_positive_int(getattr(self, name), f"train.{name}")
+        check_positive_int(self.warmup_steps, "train.warmup_steps", minimum=0)
+        check_positive_int(self.seed, "train.seed", minimum=0)
+        check_fraction(self.lr, "train.lr", low=0.0, high=float("inf"), include_low=False)
+        check_fraction(self.lr_cooldown_fraction, "train.lr_cooldown_fraction")
+        check_fraction(self.ema_decay, "train.ema_decay", include_high=False)
+        check_fraction(self.grad_clip, "train.grad_clip", low=0.0, high=float("inf"), include_low=False)
+        check_fraction(self.label_dropout, "train.label_dropout", include_high=False)
+        check_choice(self.loss_type, LOSS_TYPES, "train.loss_type")
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"train.channels_last must be True or False, got {self.channels_last!r}")
 
 
 @dataclass(frozen=True)
@@ -28,133 +110,64 @@ class Config:
     """All settings of one run of the book. Taught in: every chapter's first cell."""
 
     mode: str
-    # data
-    data_source: str  # "bundled" (shipped subset) or "download" (torchvision, full MNIST)
-    num_train_images: int | None  # None: every image of the training split
-    num_val_images: int  # held out from the end of the official training images
-    image_size: int = 32
-    # diffusion
-    T: int = 1000
-    schedule: str = "linear"
-    # U-Net (benchmarks/architecture_speed.py measures what each choice costs)
-    channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (8,)
-    patch_size: int = 2  # space-to-depth stem: the U-Net runs at image_size / patch_size (4x faster on a CPU)
-    downsample: str = "conv"
-    weight_standardization: bool = False
-    # training (chosen for time-to-quality on two CPU cores; see the training chapter)
-    batch_size: int = 64
-    num_train_steps: int = 18_000
-    lr: float = 2e-3
-    warmup_steps: int = 50
-    lr_cooldown_steps: int = 6_000  # the learning rate falls linearly to 0 over the last steps of the run
-    channels_last: bool = True  # NHWC memory format for training: about 16% more images/s on a CPU
-    ema_decay: float = 0.995
-    grad_clip: float = 1.0
-    loss_type: str = "l2"
-    label_dropout: float = 0.1  # conditional models: share of labels replaced by the null class (classifier-free guidance)
-    eval_every: int = 250
-    checkpoint_every: int = 500
-    # figures and checks
+    data: DataConfig
+    unet: UNetConfig = UNetConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    train: TrainConfig = TrainConfig()
+    judge: SamplerSpec = SamplerSpec("ddim", num_steps=100, eta=1.0)  # eta 1: better for young models (05_sampling)
+    num_fid_samples: int = 1_000  # images per set for FID/KID (more than the 128 feature dimensions)
+    sample_batch_size: int = 125  # images per network call when sampling many (a CPU is fastest near 100)
     num_samples: int = 64  # images generated or inspected for a figure
     num_mc_samples: int = 20_000  # Monte Carlo draws for numeric checks
-    num_fid_samples: int = 1_000  # images per set for FID/KID (more than the 128 feature dimensions)
-    num_sampling_steps: int = 100  # DDIM steps used to judge a model by its samples
-    sampling_eta: float = 1.0  # DDIM noise: 1 = ancestral-like (better for young models), 0 = deterministic
-    sample_batch_size: int = 125  # images per network call when sampling many (a CPU is fastest near 100)
-    race_steps: tuple[int, ...] = (5, 10, 20, 50, 100, 250, 1000)  # step counts of the sampler race (chapter 5)
-    guidance_scales: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0)  # classifier-free guidance sweep (chapter 7)
-    num_nll_images: int = 1_000  # test images whose likelihood bound is estimated (chapter 2)
-    num_nll_timesteps: int = 100  # sampled steps per image in that estimate
-    num_exact_nll_images: int = 8  # test images whose bound is summed over all T steps
-    num_overfit_steps: int = 300  # optimisation steps of the single-batch overfitting check
-    publish_weights: bool = True  # a full run writes the weights later chapters load; tiny runs never do
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.data_source not in ("bundled", "download"):
-            raise ValueError(
-                f"data_source must be 'bundled' or 'download', got {self.data_source!r}"
-            )
-        if self.channels % 8:
-            raise ValueError(f"channels must be a multiple of 8 (GroupNorm groups), got {self.channels}")
-        if not 0 <= self.lr_cooldown_steps <= self.num_train_steps:
-            raise ValueError(f"lr_cooldown_steps must lie in [0, num_train_steps={self.num_train_steps}], got {self.lr_cooldown_steps}")
-        if not 0.0 <= self.label_dropout < 1.0:
-            raise ValueError(f"label_dropout must lie in [0, 1), got {self.label_dropout}")
-        if self.sample_batch_size < 1:
-            raise ValueError(f"sample_batch_size must be a positive number of images, got {self.sample_batch_size}")
-        if self.T < 2:
-            raise ValueError(f"T must be at least 2, got {self.T}")
+        check_choice(self.mode, tuple(PRESETS_NAMES), "mode")
+        for name in ("num_fid_samples", "sample_batch_size", "num_samples", "num_mc_samples"):
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.seed, "seed", minimum=0)
+        if self.unet.image_size != self.data.image_size:
+            raise ValueError(f"unet.image_size ({self.unet.image_size}) must equal data.image_size ({self.data.image_size})")
+
+    def pick(self, *, tiny: Value, full: Value) -> Value:
+        """The value for this run's mode: a chapter's own knob, both values in sight,
+        e.g. ``RACE_STEPS = cfg.pick(tiny=(2, 4), full=(5, 10, 20))``."""
+        return tiny if self.mode == "tiny" else full
 
     def replace(self, **changes: object) -> "Config":
-        """A copy with some fields changed, e.g. ``cfg.replace(schedule="cosine")``."""
+        """A copy with some fields changed, e.g. ``cfg.replace(diffusion=cfg.diffusion.replace(T=100))``."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """Plain dict of primitives (tuples become lists), safe for ``torch.load(weights_only=True)``."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in dataclasses.asdict(self).items()
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "Config":
-        """Inverse of :meth:`to_dict`."""
-        names = {field.name: field for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"unknown Config fields: {unknown}")
-        return cls(**{key: tuple(v) if isinstance(v, list) else v for key, v in values.items()})
+        """Every setting as a nested dict of primitives (for logs and records)."""
+        return config_to_dict(self)
 
     def summary(self) -> str:
         """One line for a notebook's first cell."""
+        u = self.unet
         return (
-            f"mode={self.mode}  data={self.data_source}  T={self.T}  schedule={self.schedule}  "
-            f"unet=(channels={self.channels}, mults={self.channel_mults}, "
-            f"res_blocks={self.num_res_blocks}, attention@{self.attention_resolutions}, patch={self.patch_size})  "
-            f"steps={self.num_train_steps}  batch={self.batch_size}"
+            f"mode={self.mode}  data={self.data.source}  T={self.diffusion.T}  schedule={self.diffusion.schedule}  "
+            f"unet=(channels={u.channels}, mults={u.channel_mults}, "
+            f"res_blocks={u.num_res_blocks}, attention@{u.attention_resolutions}, patch={u.patch_size})  "
+            f"steps={self.train.num_train_steps}  batch={self.train.batch_size}"
         )
 
 
+PRESETS_NAMES = ("tiny", "full")
+
 TINY = Config(
     mode="tiny",
-    data_source="bundled",
-    num_train_images=512,
-    num_val_images=64,
-    T=1000,
-    channels=8,
-    channel_mults=(1, 2),
-    num_res_blocks=1,
-    attention_resolutions=(8,),
-    batch_size=16,
-    num_train_steps=4,
-    warmup_steps=2,
-    lr_cooldown_steps=2,
-    eval_every=2,
-    checkpoint_every=2,
+    data=DataConfig(source="bundled", num_train_images=512, num_val_images=64),
+    unet=UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,)),
+    train=TrainConfig(batch_size=16, num_train_steps=4, warmup_steps=2, lr_cooldown_fraction=0.5, eval_every=2, checkpoint_every=2, num_val_loss_images=64),
+    judge=SamplerSpec("ddim", num_steps=2, eta=1.0),
+    num_fid_samples=200,
+    sample_batch_size=100,
     num_samples=8,
     num_mc_samples=2_000,
-    num_fid_samples=200,
-    num_sampling_steps=2,
-    sample_batch_size=100,
-    race_steps=(2, 4),
-    guidance_scales=(0.0, 1.0, 3.0),
-    num_nll_images=200,
-    num_nll_timesteps=2,
-    num_exact_nll_images=1,
-    num_overfit_steps=10,
-    publish_weights=False,
 )
 
-FULL = Config(
-    mode="full",
-    data_source="download",
-    num_train_images=None,
-    num_val_images=1_000,
-)
+FULL = Config(mode="full", data=DataConfig(source="download", num_train_images=None, num_val_images=1_000))
 
 PRESETS: dict[str, Config] = {"tiny": TINY, "full": FULL}
 
@@ -163,31 +176,7 @@ def load_config(mode: str | None = None) -> Config:
     """The configuration for ``mode``, or for ``$DDPM_MODE`` (default ``full``) when ``mode`` is None."""
     if mode is None:
         mode = os.environ.get(MODE_VARIABLE, DEFAULT_MODE)
-    key = mode.strip().lower()
+    key = mode.strip().lower() if isinstance(mode, str) else mode
     if key not in PRESETS:
-        raise ValueError(
-            f"mode must be one of {sorted(PRESETS)} (from the argument or ${MODE_VARIABLE}), got {mode!r}"
-        )
+        raise ValueError(f"mode must be one of {sorted(PRESETS)} (from the argument or ${MODE_VARIABLE}), got {mode!r}")
     return PRESETS[key]
-
-
-def pick_device(prefer: str | None = None) -> torch.device:
-    """CUDA when available, else Apple's MPS, else the CPU; ``prefer`` (e.g. "cpu") overrides."""
-    if prefer is not None:
-        return torch.device(prefer)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch (for code that uses global RNGs) and return a fresh CPU generator.
-
-    The package's own stochastic functions take ``generator=`` instead of relying on global state.
-    """
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .config import Config
+from .config import Config, DataConfig
 
 ROOT_VARIABLE = "DDPM_MNIST_ROOT"
 BUNDLED_ROOT = Path(__file__).resolve().parent / "mnist_subset"
@@ -70,23 +70,33 @@ def _read_torchvision(root: Path, train: bool, download: bool) -> tuple[torch.Te
     return dataset.data, dataset.targets
 
 
-def resolve_root(config: Config, root: str | os.PathLike | None = None) -> tuple[Path, bool]:
+def _data_config(config: Config | DataConfig) -> DataConfig:
+    if isinstance(config, Config):
+        return config.data
+    if not isinstance(config, DataConfig):
+        raise ValueError(f"config must be a dh.Config or dh.DataConfig, got {type(config).__name__}")
+    return config
+
+
+def resolve_root(config: Config | DataConfig, root: str | os.PathLike | None = None) -> tuple[Path, bool]:
     """The folder to read MNIST from and whether torchvision may download into it."""
+    config = _data_config(config)
     chosen = root if root is not None else os.environ.get(ROOT_VARIABLE)
     if chosen:
         return Path(chosen).expanduser(), False
-    if config.data_source == "bundled":
+    if config.source == "bundled":
         return BUNDLED_ROOT, False
     return CACHE_ROOT, True
 
 
-def load_mnist(split: str, config: Config, *, root: str | os.PathLike | None = None, num_images: int | None = None) -> ImageSet:
+def load_mnist(split: str, config: Config | DataConfig, *, root: str | os.PathLike | None = None, num_images: int | None = None) -> ImageSet:
     """MNIST ``split`` ("train", "val" or "test") as an :class:`ImageSet` in [-1, 1], padded to 32×32.
 
     "val" is the last ``config.num_val_images`` of the official training images and "train" the rest,
     so validation images are never trained on. ``num_images`` (default: the configuration's
     ``num_train_images`` for "train", all otherwise) keeps the first images of the split.
     """
+    config = _data_config(config)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if num_images is not None and num_images < 1:

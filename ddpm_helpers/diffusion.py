@@ -13,29 +13,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_images, check_same_shape, check_timesteps
-from .schedules import NoiseSchedule
+from .checks import check_batch, check_same_shape, check_timesteps
+from .schedules import NoiseSchedule, per_sample
 
 LOSS_TYPES = ("l2", "l1")
 
 
-def gather(table: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    """``table[t]`` reshaped to (B, 1, ..., 1) so it broadcasts against a tensor with ``ndim`` dims."""
-    return table[t].reshape(t.shape[0], *([1] * (ndim - 1)))
+class DataSpace(NamedTuple):
+    """What is being diffused: the shape of one item and, when known, the interval its values lie in.
+
+    Decided once, where the data is: MNIST pixels are ``DataSpace((1, 32, 32), (-1.0, 1.0))``
+    (:data:`MNIST_PIXELS`); an autoencoder's latents have its latent shape and no known range. The
+    process code works on any shape; clipping x0_hat and clamping samples happen only where the
+    range is known. Taught in: 06_latent.
+    """
+
+    shape: tuple[int, ...]
+    value_range: tuple[float, float] | None = None
+
+
+MNIST_PIXELS = DataSpace((1, 32, 32), (-1.0, 1.0))
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) by reparameterisation: x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · eps.
 
-    x0, eps: (B, C, H, W); t: (B,) int64 in [0, T). Returns x_t with x0's shape.
+    x0, eps: (B, ...) of any item shape; t: (B,) int64 in [0, T). Returns x_t with x0's shape.
     Taught in: 01_forward_process.
     """
-    check_images(x0, "x0")
+    check_batch(x0, "x0")
     check_same_shape(x0, eps, "x0", "eps")
     check_timesteps(t, x0.shape[0], schedule.T)
     return (
-        gather(schedule.sqrt_alpha_bars, t, x0.ndim) * x0
-        + gather(schedule.sqrt_one_minus_alpha_bars, t, x0.ndim) * eps
+        per_sample(schedule.sqrt_alpha_bars[t], x0.ndim) * x0
+        + per_sample(schedule.sqrt_one_minus_alpha_bars[t], x0.ndim) * eps
     )
 
 
@@ -44,8 +55,8 @@ def predict_x0(x_t: torch.Tensor, t: torch.Tensor, eps_hat: torch.Tensor, schedu
     check_same_shape(x_t, eps_hat, "x_t", "eps_hat")
     check_timesteps(t, x_t.shape[0], schedule.T)
     return (
-        x_t - gather(schedule.sqrt_one_minus_alpha_bars, t, x_t.ndim) * eps_hat
-    ) / gather(schedule.sqrt_alpha_bars, t, x_t.ndim)
+        x_t - per_sample(schedule.sqrt_one_minus_alpha_bars[t], x_t.ndim) * eps_hat
+    ) / per_sample(schedule.sqrt_alpha_bars[t], x_t.ndim)
 
 
 def predict_eps(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
@@ -53,8 +64,8 @@ def predict_eps(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, schedule: 
     check_same_shape(x_t, x0, "x_t", "x0")
     check_timesteps(t, x_t.shape[0], schedule.T)
     return (
-        x_t - gather(schedule.sqrt_alpha_bars, t, x_t.ndim) * x0
-    ) / gather(schedule.sqrt_one_minus_alpha_bars, t, x_t.ndim)
+        x_t - per_sample(schedule.sqrt_alpha_bars[t], x_t.ndim) * x0
+    ) / per_sample(schedule.sqrt_one_minus_alpha_bars[t], x_t.ndim)
 
 
 class Posterior(NamedTuple):
@@ -74,10 +85,10 @@ def posterior_mean_var(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, sch
     check_same_shape(x0, x_t, "x0", "x_t")
     check_timesteps(t, x0.shape[0], schedule.T)
     mean = (
-        gather(schedule.posterior_mean_coef_x0, t, x0.ndim) * x0
-        + gather(schedule.posterior_mean_coef_xt, t, x0.ndim) * x_t
+        per_sample(schedule.posterior_mean_coef_x0[t], x0.ndim) * x0
+        + per_sample(schedule.posterior_mean_coef_xt[t], x0.ndim) * x_t
     )
-    return Posterior(mean, gather(schedule.posterior_variance, t, x0.ndim))
+    return Posterior(mean, per_sample(schedule.posterior_variance[t], x0.ndim))
 
 
 def ddpm_loss(
@@ -98,13 +109,15 @@ def ddpm_loss(
     fix them, e.g. for a validation loss that does not jitter), forms x_t with
     :func:`q_sample` and compares the model's prediction with eps by ``loss_type`` "l2" (squared
     error) or "l1" (absolute error). ``reduction="none"`` returns one loss per image, (B,).
-    x0: (B, C, H, W) in [-1, 1]; y: optional (B,) class labels. Taught in: 04_training.
+    x0: (B, ...) data of any shape (images in [-1, 1], or latents); y: optional (B,) class labels.
+    The data's range is checked where it enters training (:func:`ddpm_helpers.training.train`),
+    not here. Taught in: 04_training.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    check_images(x0, "x0", in_model_range=True)
+    check_batch(x0, "x0")
     if t is None:
         t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=generator)
     if eps is None:

@@ -21,10 +21,10 @@ from torch import nn
 from torch.special import log_ndtr
 
 from .checks import check_images, check_timesteps
-from .diffusion import gather, posterior_mean_var, predict_x0, q_sample
-from .schedules import NoiseSchedule
+from .diffusion import MNIST_PIXELS, posterior_mean_var, predict_x0, q_sample
+from .schedules import NoiseSchedule, per_sample
+from .steps import VARIANCES
 
-VARIANCES = ("posterior", "beta")
 BIN_HALF_WIDTH = 1 / 255  # 256 pixel levels in [-1, 1] lie 2/255 apart
 
 
@@ -66,7 +66,7 @@ def prior_kl(x0: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
     No network is involved: the forward process alone decides how close to 0 it is.
     x0: (B, C, H, W) in [-1, 1]. Returns (B,). Taught in: 02_elbo.
     """
-    check_images(x0, "x0", in_model_range=True)
+    check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
     alpha_bar = schedule.alpha_bars[-1].to(x0.dtype)
     kl = normal_kl(alpha_bar.sqrt() * x0, torch.log1p(-alpha_bar), 0.0, 0.0)
     return kl.flatten(1).sum(dim=1)
@@ -155,7 +155,7 @@ def vlb_terms(
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
-    check_images(x0, "x0", in_model_range=True)
+    check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
     check_timesteps(t, x0.shape[0], schedule.T)
     if eps is None:
         eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
@@ -165,8 +165,8 @@ def vlb_terms(
     true_mean, _ = posterior_mean_var(x0, x_t, t, schedule)
     model_mean, _ = posterior_mean_var(x0_hat, x_t, t, schedule)
     # log β̃_t; index 0 holds β̃ at index 1 instead of log 0, so the (unused) t = 0 KL stays finite.
-    true_logvar = gather(reverse_variance(schedule, "posterior").log(), t, x0.ndim)
-    model_logvar = gather(reverse_variance(schedule, variance).log(), t, x0.ndim)
+    true_logvar = per_sample(reverse_variance(schedule, "posterior").log()[t], x0.ndim)
+    model_logvar = per_sample(reverse_variance(schedule, variance).log()[t], x0.ndim)
     kl = normal_kl(true_mean, true_logvar, model_mean, model_logvar).flatten(1).sum(dim=1)
     decoder = -discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar).flatten(1).sum(dim=1)
     return torch.where(t == 0, decoder, kl)
@@ -205,7 +205,7 @@ def vlb_table(
     timesteps are packed into network batches of ``batch_size``; no gradients. Taught in: 02_elbo.
     """
     _check_batch_size(batch_size)
-    check_images(x0, "x0", in_model_range=True)
+    check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
     num_images = x0.shape[0]
     if timesteps is None:
         timesteps = torch.arange(schedule.T, device=x0.device)
@@ -244,7 +244,7 @@ def nll_bits_per_dim(
     covers the spread of the images and of the random x_t and t together. The model should be in
     eval mode. x0: (B, C, H, W) in [-1, 1] on the 256-level grid. Taught in: 02_elbo.
     """
-    check_images(x0, "x0", in_model_range=True)
+    check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
     _check_batch_size(batch_size)
     if num_timesteps is not None and (isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 1):
         raise ValueError(f"num_timesteps must be None (all T terms) or a positive int, got {num_timesteps!r}")

@@ -1,8 +1,8 @@
 """Judging a diffusion model by its samples: draw them, then score them with the MNIST classifier.
 
 Used by the training chapter (quality over training time) and the benchmark scripts, so that every
-reported number is computed the same way: the same sampler, the same sample count, the same
-real reference set. Taught in: 04_training.
+reported number is computed the same way: the same sampler (the config's ``judge``, defined once),
+the same sample count, the same real reference set. Taught in: 04_training.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from torch import nn
 
 from . import metrics
 from .classifier import load_classifier
-from .samplers import sample
+from .diffusion import MNIST_PIXELS
+from .samplers import SamplerSpec, sample
 from .schedules import NoiseSchedule
 
 
@@ -45,18 +46,17 @@ def sample_quality(
     model: nn.Module,
     schedule: NoiseSchedule,
     reference: RealReference,
+    spec: SamplerSpec,
     *,
-    method: str = "ddim",
-    num_steps: int | None = 100,
-    eta: float = 1.0,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> tuple[metrics.QualityReport, torch.Tensor]:
-    """Draw ``reference.num_samples`` samples (fixed seed) and score them; returns (report, samples).
+    """Draw ``reference.num_samples`` images with ``spec`` (fixed seed) and score them; returns (report, samples).
 
-    The default sampler, DDIM with 100 steps and η = 1, is what the book judges models by
-    (``Config.num_sampling_steps``, ``Config.sampling_eta``): for a model early in training the
-    stochastic sampler gives far better samples than deterministic DDIM (chapter 5 measures this).
+    The book judges its models with ``cfg.judge`` (DDIM, 100 steps, η = 1 in full mode): for a
+    model early in training the stochastic sampler gives far better samples than deterministic
+    DDIM (chapter 5 measures this).
     """
     generator = torch.Generator(device=schedule.device).manual_seed(seed)
-    samples = sample(model, reference.num_samples, schedule, method=method, num_steps=num_steps if method == "ddim" else None, eta=eta, generator=generator)
+    samples = sample(model, reference.num_samples, MNIST_PIXELS, schedule, spec, generator=generator, batch_size=batch_size)
     return metrics.quality_report(reference.classifier, samples, reference.features), samples

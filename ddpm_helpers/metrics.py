@@ -8,7 +8,6 @@ same number of samples, and report that number. Taught in: measuring_quality.
 
 from __future__ import annotations
 
-import platform
 from typing import NamedTuple
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_images
+from .diffusion import MNIST_PIXELS
 
 
 class Classified(NamedTuple):
@@ -26,20 +26,11 @@ class Classified(NamedTuple):
     logits: torch.Tensor
 
 
-def describe_device(device: torch.device | str) -> str:
-    """A human-readable name of the device, e.g. 'NVIDIA H100 80GB HBM3' or 'CPU (2 threads, x86_64)'."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
-    return f"{device.type.upper()} ({threads} thread{'s' if threads != 1 else ''}, {platform.machine()})"
-
-
 @torch.no_grad()
 def classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 500) -> Classified:
     """Features and logits of ``images`` ((N, 1, 32, 32) in [-1, 1]), computed in batches on the
     classifier's device; returned on the CPU in float32."""
-    check_images(images, "images", in_model_range=True)
+    check_images(images, "images", value_range=MNIST_PIXELS.value_range)
     device = next(classifier.parameters()).device
     classifier.eval()
     features, logits = [], []
@@ -134,7 +125,7 @@ def class_histogram(logits: torch.Tensor, num_classes: int = 10) -> torch.Tensor
 
 
 def _as_pixel_arrays(x: torch.Tensor, name: str) -> np.ndarray:
-    check_images(x, name, in_model_range=True)
+    check_images(x, name, value_range=MNIST_PIXELS.value_range)
     return ((x.detach().double().cpu() + 1) / 2).numpy()  # [0, 1]
 
 

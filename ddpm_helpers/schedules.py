@@ -127,6 +127,14 @@ def schedule_from_betas(betas: torch.Tensor, name: str = "custom") -> NoiseSched
     return NoiseSchedule(name=name, **{k: v.to(torch.float32) for k, v in tables.items()})
 
 
+def per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
+    """(B,) values → (B, 1, ..., 1), so that they broadcast against a tensor with ``ndim`` dims.
+
+    A schedule table read at each sample's timestep is ``per_sample(schedule.betas[t], x.ndim)``.
+    """
+    return values.reshape(values.shape[0], *([1] * (ndim - 1)))
+
+
 def make_schedule(name: str = "linear", T: int = 1000) -> NoiseSchedule:
     """The named schedule (``"linear"`` or ``"cosine"``) with ``T`` steps."""
     if name == "linear":

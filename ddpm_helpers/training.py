@@ -1,14 +1,13 @@
-"""Training: the step, the loop, EMA weights and the state that a checkpoint captures.
+"""Training: the step, the loop, and the state that a checkpoint captures.
 
 The loop is resumable: everything that decides the next step (weights, EMA, optimizer and
-loss-scaler state, the step count and the random generator) lives in a :class:`TrainState`,
-which :mod:`ddpm_helpers.checkpoint` writes atomically and restores exactly.
+loss-scaler state, the step count, the run's planned length and the random generator) lives in a
+:class:`TrainState`, which :mod:`ddpm_helpers.checkpoint` writes atomically and restores exactly.
 Taught in: 04_training.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 
@@ -17,45 +16,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .checks import check_images
-from .config import Config
+from .checks import check_data, check_fraction, check_positive_int
+from .config import TrainConfig
 from .data import ImageSet
-from .diffusion import ddpm_loss
+from .diffusion import DataSpace, ddpm_loss
+from .ema import EMA
+from .runtime import world
 from .schedules import NoiseSchedule
-
-NUM_VAL_IMAGES_FOR_LOSS = 256
-
-
-class EMA:
-    """An exponential moving average of a model's weights: θ_ema ← decay·θ_ema + (1 − decay)·θ.
-
-    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so early averages are
-    not dominated by the random initialisation. Buffers are copied, not averaged.
-    """
-
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must lie in [0, 1), got {decay}")
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.num_updates = 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.num_updates += 1
-        decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for averaged, current in zip(self.model.parameters(), model.parameters()):
-            averaged.lerp_(current.detach(), 1 - decay)
-        for averaged, current in zip(self.model.buffers(), model.buffers()):
-            averaged.copy_(current)
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "num_updates": self.num_updates, "decay": self.decay}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.num_updates = int(state["num_updates"])
-        self.decay = float(state["decay"])
 
 
 @dataclass
@@ -70,7 +37,11 @@ class History:
 
 @dataclass
 class TrainState:
-    """Everything that decides how training continues."""
+    """Everything that decides how training continues.
+
+    The run's plan, ``num_steps`` or ``max_seconds``, is what the learning-rate schedule spans:
+    a run planned by time cools down over the last part of its time budget.
+    """
 
     model: nn.Module
     ema: EMA
@@ -78,6 +49,8 @@ class TrainState:
     scaler: torch.amp.GradScaler | None
     generator: torch.Generator  # draws batches, timesteps and noise
     device: torch.device
+    num_steps: int | None  # the run's planned length in steps ...
+    max_seconds: float | None = None  # ... or in seconds of training
     mixed_precision: bool = True  # autocast on CUDA; ignored on the CPU
     step: int = 0
     elapsed: float = 0.0  # seconds spent in train(), summed over resumed runs
@@ -90,38 +63,53 @@ class TrainState:
             return None
         return torch.float16 if self.scaler is not None else torch.bfloat16
 
+    @property
+    def progress(self) -> float:
+        """The share of the planned run that is done, in [0, 1]."""
+        if self.max_seconds is not None:
+            return min(1.0, self.elapsed / self.max_seconds)
+        return min(1.0, self.step / self.num_steps)
 
-def init_train_state(model: nn.Module, config: Config, device: torch.device | str, *, mixed_precision: bool = True) -> TrainState:
-    """A fresh :class:`TrainState` for ``model`` (moved to ``device``), seeded by ``config.seed``.
 
-    Mixed precision applies on CUDA only: bf16 when the GPU supports it, else fp16 with a GradScaler
-    (e.g. Colab's T4). To continue a run, use :func:`ddpm_helpers.checkpoint.load_checkpoint`.
+def init_train_state(
+    model: nn.Module, config: TrainConfig, *, num_steps: int | None = None, max_seconds: float | None = None, mixed_precision: bool = True
+) -> TrainState:
+    """A fresh :class:`TrainState` that trains ``model`` in place, on the device the model is on.
+
+    The run is planned by ``num_steps`` (default ``config.num_train_steps``) or, for a run on a
+    time budget, by ``max_seconds``; the learning-rate schedule spans that plan. The model's
+    memory format becomes channels-last when ``config.channels_last`` (same numbers, faster on a
+    CPU). The generator is seeded by ``config.seed``. Mixed precision applies on CUDA only: bf16
+    when the GPU supports it, else fp16 with a GradScaler. To continue a run, use
+    :func:`ddpm_helpers.checkpoint.load_checkpoint`.
     """
-    device = torch.device(device)
-    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    if num_steps is not None and max_seconds is not None:
+        raise ValueError("plan the run by num_steps or by max_seconds, not both")
+    if max_seconds is not None:
+        check_fraction(max_seconds, "max_seconds", high=float("inf"), include_low=False)
+    else:
+        num_steps = config.num_train_steps if num_steps is None else num_steps
+        check_positive_int(num_steps, "num_steps")
+    device = next(model.parameters()).device
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     use_fp16 = mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    return TrainState(model, EMA(model, config.ema_decay), optimizer, scaler, generator, device, mixed_precision)
+    return TrainState(model, EMA(model, config.ema_decay), optimizer, scaler, generator, device, num_steps, max_seconds, mixed_precision)
 
 
-def learning_rate(step: int, config: Config) -> float:
-    """The learning rate of step ``step`` (0-based): linear warm-up over ``config.warmup_steps``,
-    constant ``config.lr``, then a linear cool-down to 0 over the last ``config.lr_cooldown_steps``
-    of ``config.num_train_steps`` (the last step uses lr / lr_cooldown_steps; 0 after the end)."""
+def learning_rate(step: int, config: TrainConfig, progress: float) -> float:
+    """The learning rate of step ``step`` (0-based) when a share ``progress`` of the run is done:
+    linear warm-up over ``config.warmup_steps``, constant ``config.lr``, then a linear cool-down to 0
+    over the last ``config.lr_cooldown_fraction`` of the run. For a run of N steps, progress = step/N,
+    so the last step uses lr / (N · lr_cooldown_fraction)."""
     warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
     cool = 1.0
-    if config.lr_cooldown_steps:
-        cool = min(1.0, max(0.0, (config.num_train_steps - step) / config.lr_cooldown_steps))
+    if config.lr_cooldown_fraction:
+        cool = min(1.0, max(0.0, (1.0 - progress) / config.lr_cooldown_fraction))
     return config.lr * min(warm, cool)
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialised (torchrun)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _average_across_processes(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
@@ -168,7 +156,7 @@ def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator: torch.Ge
     return torch.where(drop, torch.full_like(y, num_classes), y)
 
 
-def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, config: Config, y: torch.Tensor | None = None) -> torch.Tensor:
+def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, config: TrainConfig, y: torch.Tensor | None = None) -> torch.Tensor:
     """One optimisation step on the batch ``x0``; returns the batch's mean loss, detached.
 
     Draw t and eps for the whole batch → this process's slice of it → loss → backward (scaled
@@ -193,7 +181,7 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
     mine = slice(rank * x0.shape[0] // size, (rank + 1) * x0.shape[0] // size)
     model.train()
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate(state.step, config)
+        group["lr"] = learning_rate(state.step, config, state.progress)
     dtype = state.autocast_dtype
     with torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
         loss = ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], loss_type=config.loss_type)
@@ -216,18 +204,19 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule, config: Config, device: torch.device) -> float:
-    """The loss on the first 256 validation images with t and eps fixed by ``config.seed``, so that
-    successive evaluations differ only because the model changed (a conditional model gets the
-    true labels, none dropped)."""
-    x0 = val_set.images[:NUM_VAL_IMAGES_FOR_LOSS].to(device)
+def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule, config: TrainConfig) -> float:
+    """The loss on the first ``config.num_val_loss_images`` validation items with t and eps fixed by
+    ``config.seed``, so that successive evaluations differ only because the model changed (a
+    conditional model gets the true labels, none dropped). Runs on the model's device."""
+    device = next(model.parameters()).device
+    x0 = val_set.images[: config.num_val_loss_images].to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     t = torch.randint(0, schedule.T, (x0.shape[0],), device=device, generator=generator)
     eps = torch.randn(x0.shape, device=device, generator=generator)
-    y = val_set.labels[:NUM_VAL_IMAGES_FOR_LOSS].to(device) if num_classes_of(model) is not None else None
+    y = val_set.labels[: config.num_val_loss_images].to(device) if num_classes_of(model) is not None else None
     was_training = model.training
     model.eval()
-    loss = ddpm_loss(model, x0, schedule, t=t, eps=eps, y=y, loss_type=config.loss_type)
+    loss = ddpm_loss(model, x0, schedule.to(device), t=t, eps=eps, y=y, loss_type=config.loss_type)
     model.train(was_training)
     return float(loss)
 
@@ -235,32 +224,37 @@ def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule
 def train(
     state: TrainState,
     train_set: ImageSet,
+    space: DataSpace,
     schedule: NoiseSchedule,
-    config: Config,
+    config: TrainConfig,
     *,
     num_steps: int | None = None,
     val_set: ImageSet | None = None,
     checkpoint_path: str | None = None,
-    max_seconds: float | None = None,
     progress: bool = True,
 ) -> History:
-    """Train until ``state.step`` reaches ``num_steps`` (default ``config.num_train_steps``), or
-    until ``state.elapsed`` (training seconds, summed over calls) reaches ``max_seconds``.
+    """Train until ``state.step`` reaches ``num_steps`` (default: the end of the run's plan), or
+    until the planned ``state.max_seconds`` of training are spent.
 
-    Batches are drawn with replacement from ``train_set`` (held on the device); a conditional
-    model (one with ``num_classes``) gets the batch's labels, see :func:`train_step`. Every
-    ``config.eval_every`` steps the validation loss is recorded; every ``config.checkpoint_every``
-    steps and at the end, the state is written atomically to ``checkpoint_path`` (if given).
-    Calling again with a larger ``num_steps`` continues where the last call stopped.
+    ``train_set.images`` holds the items of ``space`` (images, or an autoencoder's scaled latents),
+    checked once here; batches are drawn with replacement (held on the model's device). A
+    conditional model (one with ``num_classes``) gets the batch's labels, see :func:`train_step`.
+    Every ``config.eval_every`` steps the validation loss is recorded; every
+    ``config.checkpoint_every`` steps and at the end, the state is written atomically to
+    ``checkpoint_path`` (if given). Calling again with a larger ``num_steps`` continues where the
+    last call stopped.
     """
-    from .checkpoint import save_checkpoint  # checkpoint imports this module
+    from .checkpoint import save_checkpoint
 
-    target = config.num_train_steps if num_steps is None else num_steps
-    if max_seconds is not None and max_seconds <= 0:
-        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
-    if target < 0:
-        raise ValueError(f"num_steps must be non-negative, got {target}")
-    check_images(train_set.images, "train_set.images", in_model_range=True)
+    check_data(train_set.images, space, "train_set.images")
+    if num_steps is not None:
+        check_positive_int(num_steps, "num_steps", minimum=0)
+    if state.num_steps is None:  # a run planned by time: it ends when its time is spent
+        target = float("inf") if num_steps is None else num_steps
+    else:
+        target = state.num_steps if num_steps is None else num_steps
+        if target > state.num_steps:
+            raise ValueError(f"num_steps ({num_steps}) is past the run's plan of {state.num_steps} steps, which its learning rate spans; plan a longer run")
     device = state.device
     images = train_set.images.to(device)
     labels = train_set.labels.to(device) if num_classes_of(state.model) is not None else None
@@ -268,32 +262,31 @@ def train(
     history = state.history
     pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
     is_main = world()[0] == 0  # under torchrun, only the first process writes and reports
-    bar = tqdm(total=target, initial=state.step, disable=not (progress and is_main), desc="training", mininterval=2.0)
+    bar = tqdm(total=None if target == float("inf") else target, initial=state.step, disable=not (progress and is_main), desc="training", mininterval=2.0)
     started = time.perf_counter() - state.elapsed
     out_of_time = False
     while state.step < target and not out_of_time:
         index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
         pending.append(train_step(state, images[index], schedule, config, None if labels is None else labels[index]))
+        state.elapsed = time.perf_counter() - started
         bar.update(1)
-        if max_seconds is not None:
-            out_of_time = _any_process(time.perf_counter() - started >= max_seconds, device)
+        if state.max_seconds is not None:
+            out_of_time = _any_process(state.elapsed >= state.max_seconds, device)
         at_end = state.step == target or out_of_time
         if state.step % config.eval_every == 0 or at_end:
             history.train_loss.extend(torch.stack(pending).tolist())
             pending.clear()
-            state.elapsed = time.perf_counter() - started
             if val_set is not None:
                 history.val_steps.append(state.step)
-                history.val_loss.append(validation_loss(state.model, val_set, schedule, config, device))
+                history.val_loss.append(validation_loss(state.model, val_set, schedule, config))
                 history.val_wall_time.append(state.elapsed)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
         if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or at_end):
             if pending:
                 history.train_loss.extend(torch.stack(pending).tolist())
                 pending.clear()
-            state.elapsed = time.perf_counter() - started
             if is_main:
-                save_checkpoint(checkpoint_path, state, config)
+                save_checkpoint(checkpoint_path, state, schedule, config)
     bar.close()
     if pending:
         history.train_loss.extend(torch.stack(pending).tolist())

@@ -1,119 +1,69 @@
-"""The noise-prediction network eps_θ(x_t, t[, y]): a small U-Net for 32×32 images.
+"""The noise-prediction network eps_θ(x_t, t[, y]): a small U-Net, built from its own config.
 
-It knows nothing about noise schedules: it maps (x_t, t, y) to a tensor of x_t's shape.
-Pieces: sinusoidal timestep embeddings, residual blocks (GroupNorm + SiLU) that add the time
-(and class) embedding, self-attention at chosen resolutions, and a down/up path joined by skip
-connections. Taught in: 03_unet.
+It knows nothing about noise schedules: it maps (x_t, t, y) to a tensor of x_t's shape. Its
+:class:`UNetConfig` is saved with its weights, so a checkpoint or a shipped model can be checked
+against the network it is loaded into. The same network serves pixels (1×32×32) and an
+autoencoder's latents (e.g. 4×8×8): only the config differs. Taught in: 03_unet.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_images
-from .config import Config
+from .checks import ConfigMixin, check_choice, check_images, check_positive_int
+from .layers import ResBlock, SelfAttention, make_downsample, group_norm, timestep_embedding
+
+DOWNSAMPLES = ("conv", "space_to_depth")
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017; Ho et al. 2020).
+@dataclass(frozen=True)
+class UNetConfig(ConfigMixin):
+    """Everything that defines the network's shape (the fields are described in :class:`UNet`)."""
 
-    emb[:, i] = sin(t · ω_i) for i < dim/2 and cos(t · ω_{i − dim/2}) after, with
-    ω_i = max_period^(−i / (dim/2)). t: (B,) integer or float; returns (B, dim) float32.
-    """
-    if dim % 2:
-        raise ValueError(f"dim must be even, got {dim}")
-    half = dim // 2
-    frequencies = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
-    )
-    angles = t.float()[:, None] * frequencies[None, :]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (8,)
+    patch_size: int = 2  # space-to-depth stem: the U-Net runs at image_size / patch_size (4x faster on a CPU)
+    downsample: str = "conv"
+    weight_standardization: bool = False
+    image_channels: int = 1
+    image_size: int = 32
+    num_classes: int | None = None
 
-
-class WSConv2d(nn.Conv2d):
-    """A convolution whose kernel is standardised (zero mean, unit variance per output channel) before
-    use (Qiao et al. 2019); paired with GroupNorm it can stabilise training (used by lucidrains'
-    denoising-diffusion-pytorch)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        mean = w.mean(dim=(1, 2, 3), keepdim=True)
-        var = w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
-        return F.conv2d(x, (w - mean) * torch.rsqrt(var + 1e-5), self.bias, self.stride, self.padding)
-
-
-def make_downsample(channels: int, kind: str) -> nn.Module:
-    """Halve H and W: a stride-2 3×3 convolution (``"conv"``), or space-to-depth, moving each 2×2 block
-    of pixels into channels losslessly, then a 1×1 convolution (``"space_to_depth"``)."""
-    if kind == "conv":
-        return nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-    if kind == "space_to_depth":
-        return nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(4 * channels, channels, 1))
-    raise ValueError(f"downsample must be 'conv' or 'space_to_depth', got {kind!r}")
-
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with 8 groups (channels must be a multiple of 8)."""
-    return nn.GroupNorm(8, channels)
-
-
-class ResBlock(nn.Module):
-    """GroupNorm → SiLU → conv, then an adaptive GroupNorm → SiLU → dropout → conv, plus a skip.
-
-    The embedding e (time, plus class when conditional) sets a per-channel scale and shift applied
-    *after* the second normalisation: h ← GroupNorm(h)·(1 + scale(e)) + shift(e) (adaptive group
-    norm, Dhariwal & Nichol 2021). Added before the normalisation instead, as in Ho et al. (2020),
-    the part of the shift shared by a group's channels would be removed by the norm itself.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float = 0.0, weight_standardization: bool = False):
-        super().__init__()
-        conv = WSConv2d if weight_standardization else nn.Conv2d
-        self.norm1 = group_norm(in_channels)
-        self.conv1 = conv(in_channels, out_channels, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, 2 * out_channels)  # per-channel scale and shift
-        self.norm2 = group_norm(out_channels)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv(out_channels, out_channels, 3, padding=1)
-        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        scale, shift = self.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
-        h = self.conv2(self.dropout(F.silu(h)))
-        return self.skip(x) + h
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over the H·W positions of a feature map, with a residual."""
-
-    def __init__(self, channels: int, num_heads: int = 4):
-        super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"channels ({channels}) must be divisible by num_heads ({num_heads})")
-        self.num_heads = num_heads
-        self.norm = group_norm(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.out = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
-        # (3, B, heads, positions, head_dim), contiguous: fused attention kernels need a unit last stride
-        q, k, v = qkv.permute(1, 0, 2, 4, 3).contiguous().unbind(0)
-        attended = F.scaled_dot_product_attention(q, k, v)
-        return x + self.out(attended.transpose(-1, -2).reshape(b, c, h, w))
+    def __post_init__(self) -> None:
+        for name in ("channels", "num_res_blocks", "patch_size", "image_channels", "image_size"):
+            check_positive_int(getattr(self, name), name)
+        if self.channels % 8:
+            raise ValueError(f"channels must be a multiple of 8 (GroupNorm groups), got {self.channels}")
+        if not isinstance(self.channel_mults, tuple) or not self.channel_mults:
+            raise ValueError(f"channel_mults must be a non-empty tuple of positive integers, got {self.channel_mults!r}")
+        for mult in self.channel_mults:
+            check_positive_int(mult, "channel_mults entries")
+        check_choice(self.downsample, DOWNSAMPLES, "downsample")
+        if not isinstance(self.weight_standardization, bool):
+            raise ValueError(f"weight_standardization must be True or False, got {self.weight_standardization!r}")
+        if self.num_classes is not None:
+            check_positive_int(self.num_classes, "num_classes")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"patch_size must be a positive divisor of image_size {self.image_size}, got {self.patch_size}")
+        size = self.image_size // self.patch_size
+        if size % 2 ** (len(self.channel_mults) - 1):
+            raise ValueError(
+                f"image_size {self.image_size} / patch_size {self.patch_size} cannot be halved {len(self.channel_mults) - 1} times (channel_mults={self.channel_mults})"
+            )
+        sizes = {size // 2**level for level in range(len(self.channel_mults))}
+        if not isinstance(self.attention_resolutions, tuple) or not set(self.attention_resolutions) <= sizes:
+            raise ValueError(f"attention_resolutions must be a tuple of feature-map sizes the network reaches, {sorted(sizes)}; got {self.attention_resolutions!r}")
 
 
 class UNet(nn.Module):
-    """eps_θ(x_t, t, y): predicts the noise in x_t.
+    """eps_θ(x_t, t, y): predicts the noise in x_t, built from a :class:`UNetConfig`, whose fields are:
 
-    Args:
         channels: width of the first level; level i has ``channels * channel_mults[i]``.
         channel_mults: one entry per resolution level; each level after the first halves H and W.
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
@@ -128,32 +78,17 @@ class UNet(nn.Module):
         weight_standardization: standardise every ResBlock convolution's kernel.
     """
 
-    def __init__(
-        self,
-        channels: int = 32,
-        channel_mults: tuple[int, ...] = (1, 2, 2),
-        num_res_blocks: int = 1,
-        attention_resolutions: tuple[int, ...] = (8,),
-        num_classes: int | None = None,
-        image_channels: int = 1,
-        image_size: int = 32,
-        patch_size: int = 1,
-        downsample: str = "conv",
-        weight_standardization: bool = False,
-    ):
+    def __init__(self, config: UNetConfig):
         super().__init__()
-        if channels % 8:
-            raise ValueError(f"channels must be a multiple of 8, got {channels}")
-        if not channel_mults:
-            raise ValueError("channel_mults must have at least one level")
-        if patch_size < 1 or image_size % patch_size:
-            raise ValueError(f"patch_size must be a positive divisor of image_size {image_size}, got {patch_size}")
-        if (image_size // patch_size) % 2 ** (len(channel_mults) - 1):
-            raise ValueError(
-                f"image_size {image_size} / patch_size {patch_size} cannot be halved {len(channel_mults) - 1} times (channel_mults={channel_mults})"
-            )
+        if not isinstance(config, UNetConfig):
+            raise ValueError(f"config must be a dh.UNetConfig, got {type(config).__name__}")
+        self.config = config
+        channels, channel_mults, num_res_blocks = config.channels, config.channel_mults, config.num_res_blocks
+        attention_resolutions, num_classes, image_channels = config.attention_resolutions, config.num_classes, config.image_channels
+        image_size, patch_size, downsample, weight_standardization = config.image_size, config.patch_size, config.downsample, config.weight_standardization
         self.channels = channels
         self.num_classes = num_classes
+        self.image_channels = image_channels
         self.image_size = image_size
         self.patch_size = patch_size
         self.weight_standardization = weight_standardization
@@ -212,8 +147,9 @@ class UNet(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x_t: (B, C, H, W); t: (B,) int64; y: optional (B,) int64 labels. Returns eps_hat, x_t's shape."""
         check_images(x_t, "x_t")
-        if x_t.shape[-1] != self.image_size or x_t.shape[-2] != self.image_size:
-            raise ValueError(f"x_t must be {self.image_size}×{self.image_size}, got shape {tuple(x_t.shape)}")
+        expected = (self.image_channels, self.image_size, self.image_size)
+        if tuple(x_t.shape[1:]) != expected:
+            raise ValueError(f"x_t must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}), got shape {tuple(x_t.shape)}")
         if t.ndim != 1 or t.shape[0] != x_t.shape[0]:
             raise ValueError(f"t must have shape ({x_t.shape[0]},), got {tuple(t.shape)}")
         emb = self.embed(t, y)
@@ -240,19 +176,6 @@ class UNet(nn.Module):
         return layer(h)  # down- or up-sampling
 
 
-def make_unet(config: Config, num_classes: int | None = None) -> UNet:
-    """The U-Net described by ``config`` (unconditional unless ``num_classes`` is given)."""
-    return UNet(
-        channels=config.channels,
-        channel_mults=config.channel_mults,
-        num_res_blocks=config.num_res_blocks,
-        attention_resolutions=config.attention_resolutions,
-        num_classes=num_classes,
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        downsample=config.downsample,
-        weight_standardization=config.weight_standardization,
-    )
 
 
 def count_parameters(model: nn.Module) -> int:

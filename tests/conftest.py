@@ -19,4 +19,4 @@ def schedule() -> dh.NoiseSchedule:
 @pytest.fixture
 def tiny_unet() -> dh.UNet:
     torch.manual_seed(0)
-    return dh.UNet(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(16,))
+    return dh.UNet(dh.UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(16,), patch_size=1))

@@ -6,7 +6,7 @@ import ddpm_helpers as dh
 
 def test_bundled_subset_loads_through_torchvision(cfg):
     train = dh.load_mnist("train", cfg)
-    assert train.images.shape == (cfg.num_train_images, 1, 32, 32)
+    assert train.images.shape == (cfg.data.num_train_images, 1, 32, 32)
     assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64
     assert float(train.images.min()) == -1.0 and float(train.images.max()) == 1.0
     # the first official MNIST training labels
@@ -20,7 +20,7 @@ def test_bundled_subset_loads_through_torchvision(cfg):
 def test_validation_images_are_held_out_from_training(cfg):
     train = dh.load_mnist("train", cfg, num_images=10_000)
     val = dh.load_mnist("val", cfg)
-    assert val.images.shape[0] == cfg.num_val_images
+    assert val.images.shape[0] == cfg.data.num_val_images
     assert train.images.shape[0] + val.images.shape[0] == 2000  # the shipped training subset
     overlap = (train.images.flatten(1)[:, None, :] == val.images.flatten(1)[None, :, :]).all(-1)
     assert not bool(overlap.any())
@@ -47,4 +47,19 @@ def test_bad_split_and_count(cfg):
     with pytest.raises(ValueError, match="num_images must be positive"):
         dh.load_mnist("train", cfg, num_images=0)
     with pytest.raises(ValueError, match="num_val_images"):
-        dh.load_mnist("val", cfg.replace(num_val_images=5000))
+        dh.load_mnist("val", cfg.data.replace(num_val_images=5000))
+
+
+def test_a_data_config_alone_is_enough(cfg):
+    from_config = dh.load_mnist("val", cfg)
+    from_data = dh.load_mnist("val", cfg.data)
+    assert torch.equal(from_config.images, from_data.images) and torch.equal(from_config.labels, from_data.labels)
+    with pytest.raises(ValueError, match=r"config must be a dh.Config or dh.DataConfig, got TrainConfig"):
+        dh.load_mnist("val", cfg.train)
+
+
+def test_the_images_fit_the_diffusion_data_space(cfg):
+    images = dh.load_mnist("val", cfg).images
+    assert tuple(images.shape[1:]) == dh.MNIST_PIXELS.shape
+    low, high = dh.MNIST_PIXELS.value_range
+    assert float(images.min()) >= low and float(images.max()) <= high

@@ -87,7 +87,22 @@ def test_loss_is_zero_for_an_oracle_and_l1_differs_from_l2(schedule):
     assert per_image.shape == (8,)
 
 
-def test_bad_inputs_raise_clear_errors(schedule):
+def test_the_process_works_on_items_of_any_shape_and_range(schedule):
+    """Latents (4×8×8, unbounded) and vectors diffuse like images: each table is read per sample."""
+    g = torch.Generator().manual_seed(6)
+    t = torch.tensor([3, 700])
+    assert dh.per_sample(schedule.alpha_bars[t], 4).shape == (2, 1, 1, 1)
+    for shape in ((2, 4, 8, 8), (2, 3)):
+        x0, eps = 3 * torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+        x_t = dh.q_sample(x0, t, eps, schedule)
+        expected = dh.per_sample(schedule.sqrt_alpha_bars[t], x0.ndim) * x0 + dh.per_sample(schedule.sqrt_one_minus_alpha_bars[t], x0.ndim) * eps
+        torch.testing.assert_close(x_t, expected)
+        torch.testing.assert_close(x_t[1], schedule.sqrt_alpha_bars[700] * x0[1] + schedule.sqrt_one_minus_alpha_bars[700] * eps[1])
+        zero = lambda x_t, t, y: torch.zeros_like(x_t)  # noqa: E731
+        torch.testing.assert_close(dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps), eps.square().mean())  # no range check here
+
+
+def test_bad_inputs_raise_clear_errors(schedule, cfg, tiny_unet):
     x0 = torch.zeros(2, 1, 4, 4)
     eps = torch.zeros_like(x0)
     with pytest.raises(ValueError, match=r"t must lie in \[0, 1000\)"):
@@ -96,12 +111,16 @@ def test_bad_inputs_raise_clear_errors(schedule):
         dh.q_sample(x0, torch.tensor([0]), eps, schedule)
     with pytest.raises(ValueError, match="integer"):
         dh.q_sample(x0, torch.tensor([0.0, 1.0]), eps, schedule)
-    with pytest.raises(ValueError, match=r"x0 must have shape \(B, C, H, W\)"):
-        dh.q_sample(torch.zeros(2, 4, 4), torch.tensor([0, 1]), torch.zeros(2, 4, 4), schedule)
+    with pytest.raises(ValueError, match=r"x0 must have a batch dimension and item dimensions \(B, \.\.\.\)"):
+        dh.q_sample(torch.zeros(2), torch.tensor([0, 1]), torch.zeros(2), schedule)
     with pytest.raises(ValueError, match="x0 and eps must have the same shape"):
         dh.q_sample(x0, torch.tensor([0, 1]), torch.zeros(2, 1, 4, 5), schedule)
     model = lambda x_t, t, y: x_t  # noqa: E731
-    with pytest.raises(ValueError, match=r"x0 must lie in \[-1, 1\].*to_model_range"):
-        dh.ddpm_loss(model, x0 + 3, schedule)
     with pytest.raises(ValueError, match="loss_type"):
         dh.ddpm_loss(model, x0, schedule, loss_type="huber")
+    # the range of pixels is checked where the data enters training, before any step
+    state = dh.init_train_state(tiny_unet, cfg.train)
+    pixels = dh.ImageSet(torch.zeros(2, 1, 32, 32) + 3, torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"train_set.images must lie in \[-1, 1\].*to_model_range"):
+        dh.train(state, pixels, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=1, progress=False)
+    assert state.step == 0

@@ -7,6 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import ddpm_helpers as dh
+from ddpm_helpers.runtime import world
 
 NUM_STEPS = 3
 
@@ -19,9 +20,10 @@ def free_port() -> int:
 
 def run(state_seed: int, cfg: dh.Config) -> dh.TrainState:
     torch.manual_seed(state_seed)
-    state = dh.init_train_state(dh.make_unet(cfg), cfg, "cpu")
+    state = dh.init_train_state(dh.UNet(cfg.unet), cfg.train, num_steps=NUM_STEPS)
     train_set = dh.load_mnist("train", cfg, num_images=64)
-    dh.train(state, train_set, dh.make_schedule("linear", cfg.T), cfg, num_steps=NUM_STEPS, progress=False)
+    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
+    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, progress=False)
     return state
 
 
@@ -38,7 +40,7 @@ def worker(rank: int, world_size: int, port: int, cfg: dh.Config, out: str) -> N
 
 
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, cfg):
-    cfg = cfg.replace(batch_size=8)
+    cfg = cfg.replace(train=cfg.train.replace(batch_size=8))
     mp.spawn(worker, args=(2, free_port(), cfg, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for a, b in zip(ranks[0]["params"] + ranks[0]["ema"], ranks[1]["params"] + ranks[1]["ema"]):
@@ -54,4 +56,4 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, cfg)
 
 
 def test_a_single_process_is_rank_zero_of_one():
-    assert dh.training.world() == (0, 1)
+    assert world() == (0, 1)

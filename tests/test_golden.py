@@ -21,9 +21,9 @@ def pick(x: torch.Tensor) -> list[float]:
 
 @pytest.fixture(scope="module")
 def models():
-    unconditional, cfg = dh.load_pretrained("unconditional")
+    unconditional, diffusion = dh.load_pretrained("unconditional")
     conditional, _ = dh.load_pretrained("conditional")
-    return unconditional, conditional, dh.make_schedule(cfg.schedule, cfg.T)
+    return unconditional, conditional, dh.make_schedule(diffusion.schedule, diffusion.T)
 
 
 def assert_pinned(values: list[float], expected: list[float]) -> None:
@@ -33,13 +33,13 @@ def assert_pinned(values: list[float], expected: list[float]) -> None:
 
 def test_golden_ddim_eta_one(models):
     unconditional, _, schedule = models
-    x = dh.sample(unconditional, 2, schedule, method="ddim", num_steps=5, eta=1.0, generator=torch.Generator().manual_seed(0))
+    x = dh.sample(unconditional, 2, dh.MNIST_PIXELS, schedule, dh.SamplerSpec("ddim", num_steps=5, eta=1.0), generator=torch.Generator().manual_seed(0))
     assert_pinned(pick(x), [-0.9888224005699158, -0.26576536893844604, -0.2905115783214569, -0.9949964880943298, -0.8523917198181152, -0.988442599773407, -1637.4833079378586])
 
 
 def test_golden_dpm_solver(models):
     unconditional, _, schedule = models
-    x = dh.sample(unconditional, 2, schedule, method="dpm-solver++", num_steps=5, generator=torch.Generator().manual_seed(1))
+    x = dh.sample(unconditional, 2, dh.MNIST_PIXELS, schedule, dh.SamplerSpec("dpm-solver++", num_steps=5), generator=torch.Generator().manual_seed(1))
     assert_pinned(pick(x), [-0.9969952702522278, -0.9133895635604858, 0.22313857078552246, -0.9874369502067566, -0.9862851500511169, -0.994935929775238, -1670.6774023495382])
 
 
@@ -47,7 +47,7 @@ def test_golden_first_ddpm_steps(models):
     unconditional, _, schedule = models
     g = torch.Generator().manual_seed(2)
     x_T = torch.randn(2, 1, 32, 32, generator=g)
-    states = dh.iterate_sampler(unconditional, x_T, schedule, method="ddpm", variance="beta", generator=g)
+    states = dh.iterate_sampler(unconditional, x_T, dh.MNIST_PIXELS, schedule, dh.SamplerSpec("ddpm", variance="beta"), generator=g)
     for _ in range(3):
         state = next(states)
     assert_pinned(pick(state.x), [-1.075752854347229, -0.01503436267375946, -0.3625843822956085, 0.4437175989151001, 0.8041093349456787, -0.26603859663009644, 80.61631004326046])
@@ -56,7 +56,7 @@ def test_golden_first_ddpm_steps(models):
 
 def test_golden_guided_conditional(models):
     _, conditional, schedule = models
-    x = dh.sample(conditional, 2, schedule, method="ddim", num_steps=4, eta=0.0, y=torch.tensor([3, 7]), guidance_scale=2.0, generator=torch.Generator().manual_seed(3))
+    x = dh.sample(conditional, 2, dh.MNIST_PIXELS, schedule, dh.SamplerSpec("ddim", num_steps=4, eta=0.0), y=torch.tensor([3, 7]), guidance_scale=2.0, generator=torch.Generator().manual_seed(3))
     assert_pinned(pick(x), [-0.9944467544555664, 0.45837342739105225, 0.7851014733314514, -0.9738724827766418, -0.21698708832263947, -0.9923752546310425, -1632.1675827630388])
 
 

@@ -50,30 +50,31 @@ def test_guided_eps_is_the_classifier_free_mix(scale):
 
 def test_sampling_with_guidance_passes_labels_and_scale_through(schedule):
     model, y = AffineModel(), torch.tensor([1, 2, 3])
-    run = lambda scale: dh.sample(model, 3, schedule, method="ddim", num_steps=3, y=y, guidance_scale=scale, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    spec = dh.SamplerSpec("ddim", num_steps=3)
+    run = lambda scale: dh.sample(model, 3, dh.MNIST_PIXELS, schedule, spec, y=y, guidance_scale=scale, generator=torch.Generator().manual_seed(0))  # noqa: E731
     unguided, guided = run(1.0), run(2.0)
     assert not torch.allclose(unguided, guided)
     assert model.batch_sizes == [3] * 3 + [6] * 3
     with pytest.raises(ValueError, match="needs class labels y"):
-        dh.sample(model, 3, schedule, method="ddim", num_steps=3, guidance_scale=2.0)
+        dh.sample(model, 3, dh.MNIST_PIXELS, schedule, spec, guidance_scale=2.0)
     with pytest.raises(ValueError, match="one label per sample"):
-        dh.sample(model, 3, schedule, method="ddim", num_steps=3, y=torch.tensor([1, 2]))
-    with pytest.raises(ValueError, match="guidance_scale must be non-negative"):
-        dh.sample(model, 3, schedule, method="ddim", num_steps=3, y=y, guidance_scale=-1.0)
+        dh.sample(model, 3, dh.MNIST_PIXELS, schedule, spec, y=torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"guidance_scale must be a finite number in \[0, inf\]"):
+        dh.sample(model, 3, dh.MNIST_PIXELS, schedule, spec, y=y, guidance_scale=-1.0)
 
 
-def conditional_state(cfg):
+def conditional_state(cfg, train_config=None):
     torch.manual_seed(0)
-    return dh.init_train_state(dh.make_unet(cfg, num_classes=10), cfg, "cpu")
+    return dh.init_train_state(dh.UNet(cfg.unet.replace(num_classes=10)), train_config or cfg.train)
 
 
 @pytest.mark.parametrize("label_dropout", [0.0, 0.999])
 def test_label_dropout_decides_which_class_embeddings_learn(cfg, schedule, label_dropout):
     """The null row of the class embedding is trained only through dropped labels, the digit rows only through kept ones."""
-    config = cfg.replace(label_dropout=label_dropout)
-    state = conditional_state(config)
+    config = cfg.train.replace(label_dropout=label_dropout)
+    state = conditional_state(cfg, config)
     before = state.model.class_emb.weight.detach().clone()
-    x0 = dh.load_mnist("train", config, num_images=16)
+    x0 = dh.load_mnist("train", cfg, num_images=16)
     for _ in range(2):
         dh.train_step(state, x0.images, schedule, config, x0.labels)
     moved = (state.model.class_emb.weight.detach() != before).any(dim=1)
@@ -86,8 +87,8 @@ def test_label_dropout_decides_which_class_embeddings_learn(cfg, schedule, label
 def test_train_feeds_labels_to_a_conditional_model_and_refuses_them_for_an_unconditional_one(cfg, schedule):
     train_set, val_set = dh.load_mnist("train", cfg, num_images=64), dh.load_mnist("val", cfg)
     state = conditional_state(cfg)
-    history = dh.train(state, train_set, schedule, cfg, num_steps=2, val_set=val_set, progress=False)
+    history = dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=2, val_set=val_set, progress=False)
     assert state.step == 2 and len(history.val_loss) == 1 and history.val_loss[0] > 0
-    unconditional = dh.init_train_state(dh.make_unet(cfg), cfg, "cpu")
+    unconditional = dh.init_train_state(dh.UNet(cfg.unet), cfg.train)
     with pytest.raises(ValueError, match="model is unconditional"):
-        dh.train_step(unconditional, train_set.images[:4], schedule, cfg, train_set.labels[:4])
+        dh.train_step(unconditional, train_set.images[:4], schedule, cfg.train, train_set.labels[:4])

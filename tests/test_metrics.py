@@ -1,3 +1,5 @@
+import hashlib
+import json
 import math
 
 import numpy as np
@@ -104,6 +106,11 @@ def test_metrics_bad_inputs():
         metrics.nearest_neighbours(a, a, k=0)
 
 
+def test_every_number_names_its_device():
+    assert dh.describe_device("cpu").startswith("CPU (") and dh.describe_device is dh.runtime.describe_device
+    assert not hasattr(metrics, "describe_device")  # one home: the runtime, not the metrics
+
+
 def test_classifier_shapes_and_augmentation():
     model = dh.MNISTClassifier()
     x = torch.rand(4, 1, 32, 32) * 2 - 1
@@ -139,9 +146,14 @@ def test_fid_between_real_sets_is_far_below_fid_to_noise(cfg):
 def test_corrupt_classifier_weights_are_refused(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="does not match the SHA-256 its card records"):
+        dh.load_classifier(weights=bad)  # the shipped card records the shipped file's bytes
+    card = json.loads(dh.classifier.CLASSIFIER_CARD.read_text())
+    card_path = tmp_path / "bad.json"
+    card_path.write_text(json.dumps({**card, "sha256": hashlib.sha256(b"garbage").hexdigest()}))
     with pytest.raises(ValueError, match="corrupt"):
-        dh.load_classifier(weights=bad)
-    with pytest.raises(FileNotFoundError, match="train_classifier.py"):
+        dh.load_classifier(weights=bad, card_path=card_path)  # the bytes match their card, but are no weights
+    with pytest.raises(FileNotFoundError, match="no classifier weights at .*train_classifier.py"):
         dh.load_classifier(weights=tmp_path / "missing.pt")
 
 

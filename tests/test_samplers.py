@@ -1,7 +1,14 @@
+import dataclasses
+import inspect
+import re
+
 import pytest
 import torch
 
 import ddpm_helpers as dh
+
+CLIP = (-1.0, 1.0)  # clip x0_hat to the range of images
+POINT = dh.DataSpace((1, 1, 1))  # one number per item, with no known range
 
 
 class ZeroModel(torch.nn.Module):
@@ -11,7 +18,7 @@ class ZeroModel(torch.nn.Module):
 
 def test_ddim_with_eta_one_on_every_step_has_ddpm_posterior_variance(schedule):
     t = torch.arange(1, 1000)
-    sigma = dh.samplers.ddim_sigma(t, t - 1, schedule, eta=1.0, ndim=1)
+    sigma = dh.ddim_sigma(t, t - 1, schedule, eta=1.0, ndim=1)
     # 1 − ᾱ_t/ᾱ_{t−1} = β_t cancels catastrophically in float32 when β_t ≈ 1e-4: rtol 1e-3, not 1e-6.
     torch.testing.assert_close(sigma.square(), schedule.posterior_variance[t], rtol=1e-3, atol=1e-9)
 
@@ -21,8 +28,8 @@ def test_ddim_eta_one_step_matches_ddpm_step_in_distribution(schedule):
     g = torch.Generator().manual_seed(0)
     x_t, eps_hat = torch.randn(4, 1, 8, 8, generator=g), torch.randn(4, 1, 8, 8, generator=g)
     t = torch.full((4,), 400)
-    ddpm = dh.ddpm_step(x_t, t, eps_hat, schedule, clip_x0=False, generator=torch.Generator().manual_seed(1))
-    ddim = dh.ddim_step(x_t, t, t - 1, eps_hat, schedule, eta=1.0, clip_x0=False, generator=torch.Generator().manual_seed(1))
+    ddpm = dh.ddpm_step(x_t, t, t - 1, eps_hat, schedule, generator=torch.Generator().manual_seed(1))
+    ddim = dh.ddim_step(x_t, t, t - 1, eps_hat, schedule, eta=1.0, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(ddim.x_prev, ddpm.x_prev, atol=1e-4, rtol=1e-4)
 
 
@@ -32,7 +39,7 @@ def test_ddpm_step_without_clipping_is_algorithm_2(schedule, variance):
     g = torch.Generator().manual_seed(2)
     x_t, eps_hat = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
     t = torch.tensor([1, 200, 999])
-    step = dh.ddpm_step(x_t, t, eps_hat, schedule, clip_x0=False, variance=variance, generator=torch.Generator().manual_seed(7))
+    step = dh.ddpm_step(x_t, t, t - 1, eps_hat, schedule, variance=variance, generator=torch.Generator().manual_seed(7))
     z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(7))
     b, a, ab = (schedule.betas[t].view(-1, 1, 1, 1), schedule.alphas[t].view(-1, 1, 1, 1), schedule.alpha_bars[t].view(-1, 1, 1, 1))
     sigma_sq = b if variance == "beta" else schedule.posterior_variance[t].view(-1, 1, 1, 1)
@@ -44,26 +51,36 @@ def test_ddpm_step_without_clipping_is_algorithm_2(schedule, variance):
 def test_no_noise_is_added_at_the_last_step(schedule, variance):
     x_t, eps_hat = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
     t = torch.zeros(2, dtype=torch.long)
-    a = dh.ddpm_step(x_t, t, eps_hat, schedule, variance=variance, generator=torch.Generator().manual_seed(0))
-    b = dh.ddpm_step(x_t, t, eps_hat, schedule, variance=variance, generator=torch.Generator().manual_seed(1))
+    a = dh.ddpm_step(x_t, t, t - 1, eps_hat, schedule, variance=variance, clip_x0=CLIP, generator=torch.Generator().manual_seed(0))
+    b = dh.ddpm_step(x_t, t, t - 1, eps_hat, schedule, variance=variance, clip_x0=CLIP, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a.x_prev, b.x_prev)  # different noise, same result: no noise
     torch.testing.assert_close(a.x_prev, a.x0_hat, atol=1e-6, rtol=0)  # the last step returns x0_hat
-    last = dh.ddim_step(x_t, t, torch.full_like(t, -1), eps_hat, schedule, eta=1.0, generator=torch.Generator().manual_seed(0))
+    last = dh.ddim_step(x_t, t, torch.full_like(t, -1), eps_hat, schedule, eta=1.0, clip_x0=CLIP, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(last.x_prev, last.x0_hat)
 
 
 def test_noise_is_added_before_the_last_step(schedule):
     x_t, eps_hat, t = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4), torch.full((2,), 5)
-    a = dh.ddpm_step(x_t, t, eps_hat, schedule, generator=torch.Generator().manual_seed(0))
-    b = dh.ddpm_step(x_t, t, eps_hat, schedule, generator=torch.Generator().manual_seed(1))
+    a = dh.ddpm_step(x_t, t, t - 1, eps_hat, schedule, clip_x0=CLIP, generator=torch.Generator().manual_seed(0))
+    b = dh.ddpm_step(x_t, t, t - 1, eps_hat, schedule, clip_x0=CLIP, generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(a.x_prev, b.x_prev)
 
 
-@pytest.mark.parametrize("method,num_steps,eta", [("ddpm", None, 0.0), ("ddim", 5, 0.0), ("ddim", 5, 0.5)])
+def test_clip_x0_is_an_interval(schedule):
+    """x0_hat is clipped to the interval given, and not at all with None (the default)."""
+    x_t, t = torch.full((1, 1, 2, 2), 0.5), torch.full((1,), 999)  # eps_hat = -x_t: x0_hat ≈ 0.5 · 2/√ᾱ_999 ≫ 1
+    for step in dh.STEPS.values():
+        assert float(step(x_t, t, t - 1, -x_t, schedule).x0_hat.min()) > 100
+        assert float(step(x_t, t, t - 1, -x_t, schedule, clip_x0=CLIP).x0_hat.max()) == 1.0
+        assert float(step(x_t, t, t - 1, -x_t, schedule, clip_x0=(-0.5, 0.25)).x0_hat.max()) == 0.25
+
+
+@pytest.mark.parametrize("method,num_steps,eta", [("ddpm", None, None), ("ddim", 5, 0.0), ("ddim", 5, 0.5)])
 def test_samplers_are_deterministic_under_a_generator(tiny_unet, method, num_steps, eta):
     schedule = dh.make_schedule("cosine", 20)
     torch.nn.init.normal_(tiny_unet.head[-1].weight, std=0.1)
-    run = lambda seed: dh.sample(tiny_unet, 2, schedule, method=method, num_steps=num_steps, eta=eta, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    spec = dh.SamplerSpec(method, num_steps=num_steps, eta=eta)
+    run = lambda seed: dh.sample(tiny_unet, 2, dh.MNIST_PIXELS, schedule, spec, generator=torch.Generator().manual_seed(seed))  # noqa: E731
     first, again, other = run(0), run(0), run(1)
     torch.testing.assert_close(first, again)
     assert not torch.allclose(first, other)
@@ -73,15 +90,16 @@ def test_samplers_are_deterministic_under_a_generator(tiny_unet, method, num_ste
 def test_ddim_with_eta_zero_is_deterministic_given_x_T(tiny_unet):
     schedule = dh.make_schedule("cosine", 20)
     x_T = torch.randn(2, 1, 32, 32)
-    ends = [list(dh.iterate_sampler(tiny_unet, x_T, schedule, method="ddim", num_steps=4, generator=torch.Generator().manual_seed(s)))[-1].x for s in (0, 1)]
+    spec = dh.SamplerSpec("ddim", num_steps=4)
+    ends = [list(dh.iterate_sampler(tiny_unet, x_T, dh.MNIST_PIXELS, schedule, spec, generator=torch.Generator().manual_seed(s)))[-1].x for s in (0, 1)]
     torch.testing.assert_close(ends[0], ends[1])
 
 
 def test_iterate_sampler_yields_every_visited_step(tiny_unet):
     schedule = dh.make_schedule("cosine", 20)
-    states = list(dh.iterate_sampler(tiny_unet, torch.randn(1, 1, 32, 32), schedule, method="ddim", num_steps=4))
+    states = list(dh.iterate_sampler(tiny_unet, torch.randn(1, 1, 32, 32), dh.MNIST_PIXELS, schedule, dh.SamplerSpec("ddim", num_steps=4)))
     assert [s.t for s in states] == dh.timesteps(20, 4) == [19, 13, 6, 0]
-    assert len(list(dh.iterate_sampler(tiny_unet, torch.randn(1, 1, 32, 32), schedule))) == 20
+    assert len(list(dh.iterate_sampler(tiny_unet, torch.randn(1, 1, 32, 32), dh.MNIST_PIXELS, schedule, dh.SamplerSpec()))) == 20
 
 
 class GaussianOracle(torch.nn.Module):
@@ -96,12 +114,12 @@ class GaussianOracle(torch.nn.Module):
         return (1 - alpha_bar).sqrt() * (x_t - alpha_bar.sqrt() * self.mu) / (alpha_bar * self.s**2 + 1 - alpha_bar)
 
 
-def oracle_samples(schedule, method, num_steps, eta, mu=0.3, s=0.2):
-    return dh.sample(GaussianOracle(schedule, mu, s), 20_000, schedule, method=method, num_steps=num_steps, eta=eta,
-                     image_shape=(1, 1, 1), clip_x0=False, generator=torch.Generator().manual_seed(0))
+def oracle_samples(schedule, method, num_steps, eta, mu=0.3, s=0.2, spacing="uniform", num_samples=20_000):
+    spec = dh.SamplerSpec(method, num_steps=num_steps, eta=eta, spacing=spacing, clip_x0=False)
+    return dh.sample(GaussianOracle(schedule, mu, s), num_samples, POINT, schedule, spec, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("method,num_steps,eta", [("ddpm", None, 0.0), ("ddim", 1000, 0.0), ("ddim", 1000, 1.0)])
+@pytest.mark.parametrize("method,num_steps,eta", [("ddpm", None, None), ("ddim", 1000, 0.0), ("ddim", 1000, 1.0)])
 def test_samplers_with_an_exact_oracle_recover_a_gaussian_data_distribution(schedule, method, num_steps, eta):
     out = oracle_samples(schedule, method, num_steps, eta)
     assert float(out.mean()) == pytest.approx(0.3, abs=0.01)  # Monte Carlo error ≈ 0.0014
@@ -114,38 +132,119 @@ def test_ddim_discretisation_error_shrinks_with_more_steps(schedule):
     assert errors[0] > errors[1] > errors[2]
 
 
+@pytest.mark.parametrize("method", ["ddim", "dpm-solver++"])
+def test_a_single_step_jumps_from_pure_noise_to_the_posterior_mean(schedule, method):
+    """num_steps=1 visits t = T−1 only and lands on x0_hat = E[x0 | x_T], which for x0 ~ N(mu, s²) is
+    mu + √ᾱ s² (x_T − √ᾱ mu) / (ᾱ s² + 1 − ᾱ): at ᾱ_{T−1} ≈ 4e-5, the data mean for every x_T."""
+    assert dh.timesteps(1000, 1) == [999]
+    mu, s = 0.3, 0.2
+    x_T = torch.randn((1000, 1, 1, 1), generator=torch.Generator().manual_seed(0))
+    states = list(dh.iterate_sampler(GaussianOracle(schedule, mu, s), x_T, POINT, schedule, dh.SamplerSpec(method, num_steps=1, clip_x0=False)))
+    assert [state.t for state in states] == [999]
+    alpha_bar = schedule.alpha_bars[999].double()
+    expected = mu + alpha_bar.sqrt() * s**2 * (x_T.double() - alpha_bar.sqrt() * mu) / (alpha_bar * s**2 + 1 - alpha_bar)
+    torch.testing.assert_close(states[0].x.double(), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(states[0].x, states[0].x0_hat)
+    assert float(states[0].x.mean()) == pytest.approx(mu, abs=1e-3) and float(states[0].x.std()) < 1e-3
+
+
 def test_timesteps_spacings():
     assert dh.timesteps(1000, 1000) == list(range(999, -1, -1))
     quadratic = dh.timesteps(1000, 10, "quadratic")
     assert quadratic[0] == 999 and quadratic[-1] == 0
     gaps = [a - b for a, b in zip(quadratic, quadratic[1:])]
     assert gaps == sorted(gaps, reverse=True)  # denser near t = 0
+    assert dh.timesteps(10, 1) == dh.timesteps(10, 1, "quadratic") == [9]  # one step: from pure noise
+    assert dh.timesteps(10, 2) == [9, 0]
 
 
 def test_sampler_bad_inputs(schedule, tiny_unet):
     x = torch.randn(1, 1, 4, 4)
     t = torch.tensor([5])
-    with pytest.raises(ValueError, match="variance"):
-        dh.ddpm_step(x, t, x, schedule, variance="learned")
+    with pytest.raises(ValueError, match="variance must be one of"):
+        dh.ddpm_step(x, t, t - 1, x, schedule, variance="learned")
+    with pytest.raises(ValueError, match="steps from t to t - 1"):
+        dh.ddpm_step(x, t, t - 2, x, schedule)
     with pytest.raises(ValueError, match="eta must lie in"):
         dh.ddim_step(x, t, t - 1, x, schedule, eta=2.0)
     with pytest.raises(ValueError, match="t_prev"):
         dh.ddim_step(x, t, t, x, schedule)
     with pytest.raises(ValueError, match="method must be one of"):
-        dh.sample(tiny_unet, 1, schedule, method="euler")
-    with pytest.raises(ValueError, match="method='ddim'"):
-        dh.sample(tiny_unet, 1, schedule, method="ddpm", num_steps=10)
+        dh.SamplerSpec(method="euler")
+    with pytest.raises(ValueError, match="use method 'ddim'"):
+        dh.sample(tiny_unet, 1, dh.MNIST_PIXELS, schedule, dh.SamplerSpec("ddpm", num_steps=10))
+    with pytest.raises(ValueError, match=r"x_T must have shape \(B, 1, 32, 32\)"):
+        next(dh.iterate_sampler(tiny_unet, x, dh.MNIST_PIXELS, schedule, dh.SamplerSpec()))
     with pytest.raises(ValueError, match="num_steps must lie in"):
         dh.timesteps(10, 11)
     with pytest.raises(ValueError, match="spacing"):
         dh.timesteps(10, 5, "cubic")
 
 
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        (dict(method="ddpm", eta=0.0), "eta=0.0 does not apply to method 'ddpm'"),
+        (dict(method="ddpm", spacing="quadratic"), "spacing='quadratic'"),
+        (dict(method="ddim", variance="posterior"), "variance='posterior' does not apply to method 'ddim'"),
+        (dict(method="dpm-solver++", eta=0.5), re.escape("eta=0.5 does not apply to method 'dpm-solver++'")),
+        (dict(method="dpm-solver++", variance="beta"), re.escape("variance='beta' does not apply to method 'dpm-solver++'")),
+        (dict(method="ddim", eta=1.5), "eta must be a finite number in"),
+        (dict(method="ddpm", variance="learned"), "variance must be one of"),
+        (dict(method="ddim", num_steps=0), "num_steps must be an integer"),
+        (dict(method="ddim", spacing="cubic"), "spacing must be one of"),
+        (dict(method="ddim", clip_x0=(-1.0, 1.0)), "clip_x0 must be True or False"),
+    ],
+)
+def test_sampler_spec_refuses_options_that_do_not_apply(options, match):
+    with pytest.raises(ValueError, match=match):
+        dh.SamplerSpec(**options)
+
+
+def test_sampler_spec_is_frozen_and_takes_the_options_of_its_method():
+    assert dh.SamplerSpec("ddpm", variance="beta").variance == "beta"
+    assert dh.SamplerSpec("ddim", num_steps=10, eta=1.0, spacing="quadratic").steps(1000) == dh.timesteps(1000, 10, "quadratic")
+    assert dh.SamplerSpec("dpm-solver++", num_steps=5).steps(20) == dh.timesteps(20, 5)
+    assert dh.SamplerSpec().steps(20) == list(range(19, -1, -1))  # ddpm: every step
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        dh.SamplerSpec().eta = 1.0
+
+
+@pytest.mark.parametrize(
+    "method,options",
+    [("ddpm", dict(eta=0.0)), ("ddim", dict(variance="posterior")), ("dpm-solver++", dict(eta=0.0)), ("dpm-solver++", dict(variance="beta"))],
+)
+def test_each_step_refuses_options_that_do_not_apply(schedule, method, options):
+    x, t = torch.randn(1, 1, 4, 4), torch.tensor([5])
+    (name, value), = options.items()
+    with pytest.raises(ValueError, match=re.escape(f"{name}={value!r} does not apply to method '{method}'")):
+        dh.STEPS[method](x, t, t - 1, x, schedule, **options)
+
+
+def test_every_step_has_the_same_signature_and_meaning(schedule):
+    """The steps are interchangeable values: called alike, each returns Step(x_prev, x0_hat)."""
+    assert set(dh.STEPS) == {"ddpm", "ddim", "dpm-solver++"}
+    signatures = {name: list(inspect.signature(step).parameters) for name, step in dh.STEPS.items()}
+    assert all(names == signatures["ddpm"] for names in signatures.values()), signatures
+    g = torch.Generator().manual_seed(6)
+    x_t, eps_hat = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
+    t = torch.tensor([1, 600])
+    x0_hat = dh.predict_x0(x_t, t, eps_hat, schedule)
+    results = {}
+    for name, step in dh.STEPS.items():
+        results[name] = step(x_t, t, t - 1, eps_hat, schedule, clip_x0=None, previous=None, generator=torch.Generator().manual_seed(0))
+        assert isinstance(results[name], dh.Step) and results[name].x_prev.shape == x_t.shape
+        torch.testing.assert_close(results[name].x0_hat, x0_hat)
+    # DPM-Solver++ without history is DDIM with η = 0 exactly; DDPM adds noise (and its mean differs by O(β))
+    torch.testing.assert_close(results["dpm-solver++"].x_prev, results["ddim"].x_prev, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(results["ddpm"].x_prev, results["ddim"].x_prev)
+
+
 def test_dpm_solver_first_order_step_is_ddim_with_eta_zero(schedule):
     g = torch.Generator().manual_seed(3)
     x_t, eps_hat = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
     t, t_prev = torch.tensor([999, 500, 20]), torch.tensor([800, 100, -1])
-    for clip in (True, False):
+    for clip in (CLIP, None):
         dpm = dh.dpm_solver_step(x_t, t, t_prev, eps_hat, schedule, clip_x0=clip)
         ddim = dh.ddim_step(x_t, t, t_prev, eps_hat, schedule, eta=0.0, clip_x0=clip)
         torch.testing.assert_close(dpm.x_prev, ddim.x_prev, rtol=1e-5, atol=1e-5)
@@ -157,7 +256,7 @@ def test_dpm_solver_second_order_step_matches_the_formula(schedule):
     g = torch.Generator().manual_seed(4)
     x_t, eps_hat, x0_before = (torch.randn(2, 1, 4, 4, generator=g) for _ in range(3))
     t_before, t, s = torch.full((2,), 700), torch.full((2,), 500), torch.full((2,), 300)
-    step = dh.dpm_solver_step(x_t, t, s, eps_hat, schedule, previous=(t_before, x0_before), clip_x0=False)
+    step = dh.dpm_solver_step(x_t, t, s, eps_hat, schedule, previous=(t_before, x0_before))
     ab = schedule.alpha_bars.double()
     lam = lambda k: 0.5 * torch.log(ab[k] / (1 - ab[k]))  # noqa: E731
     h, r = lam(300) - lam(500), (lam(500) - lam(700)) / (lam(300) - lam(500))
@@ -174,26 +273,24 @@ def test_dpm_solver_last_steps_are_first_order(schedule):
     t = torch.full((2,), 50)
     for t_prev in (0, -1):
         s = torch.full((2,), t_prev)
-        with_history = dh.dpm_solver_step(x_t, t, s, eps_hat, schedule, previous=(torch.full((2,), 100), x0_before))
-        torch.testing.assert_close(with_history.x_prev, dh.dpm_solver_step(x_t, t, s, eps_hat, schedule).x_prev)
+        with_history = dh.dpm_solver_step(x_t, t, s, eps_hat, schedule, clip_x0=CLIP, previous=(torch.full((2,), 100), x0_before))
+        torch.testing.assert_close(with_history.x_prev, dh.dpm_solver_step(x_t, t, s, eps_hat, schedule, clip_x0=CLIP).x_prev)
 
 
 def test_dpm_solver_sampling_is_deterministic_and_recovers_a_gaussian(schedule):
-    out = oracle_samples(schedule, "dpm-solver++", 1000, 0.0)
+    out = oracle_samples(schedule, "dpm-solver++", 1000, None)
     assert float(out.mean()) == pytest.approx(0.3, abs=0.01)
     assert float(out.std()) == pytest.approx(0.2, rel=0.03)
-    again = dh.sample(GaussianOracle(schedule, 0.3, 0.2), 100, schedule, method="dpm-solver++", num_steps=10, image_shape=(1, 1, 1),
-                      clip_x0=False, generator=torch.Generator().manual_seed(0))
+    again = oracle_samples(schedule, "dpm-solver++", 10, None, num_samples=100)
     x_T = torch.randn((100, 1, 1, 1), generator=torch.Generator().manual_seed(0))
-    *_, last = dh.iterate_sampler(GaussianOracle(schedule, 0.3, 0.2), x_T, schedule, method="dpm-solver++", num_steps=10, clip_x0=False,
-                                  generator=torch.Generator().manual_seed(9))
+    spec = dh.SamplerSpec("dpm-solver++", num_steps=10, clip_x0=False)
+    *_, last = dh.iterate_sampler(GaussianOracle(schedule, 0.3, 0.2), x_T, POINT, schedule, spec, generator=torch.Generator().manual_seed(9))
     torch.testing.assert_close(again, last.x)  # the per-step generator is never used
 
 
 def test_second_order_solver_beats_ddim_on_a_gaussian_with_few_steps(schedule):
     def error(method):
-        out = dh.sample(GaussianOracle(schedule, 0.3, 0.2), 20_000, schedule, method=method, num_steps=10, spacing="quadratic",
-                        image_shape=(1, 1, 1), clip_x0=False, generator=torch.Generator().manual_seed(0))
+        out = oracle_samples(schedule, method, 10, None, spacing="quadratic")
         return abs(float(out.std()) - 0.2)
     assert error("dpm-solver++") < 0.5 * error("ddim")
 
@@ -201,21 +298,44 @@ def test_second_order_solver_beats_ddim_on_a_gaussian_with_few_steps(schedule):
 def test_iterate_sampler_passes_spacing_and_variance(tiny_unet):
     schedule = dh.make_schedule("linear", 50)
     x_T = torch.randn(1, 1, 32, 32)
-    states = list(dh.iterate_sampler(tiny_unet, x_T, schedule, method="ddim", num_steps=5, spacing="quadratic"))
+    states = list(dh.iterate_sampler(tiny_unet, x_T, dh.MNIST_PIXELS, schedule, dh.SamplerSpec("ddim", num_steps=5, spacing="quadratic")))
     assert [s.t for s in states] == dh.timesteps(50, 5, "quadratic")
     torch.nn.init.normal_(tiny_unet.head[-1].weight, std=0.1)
-    draw = lambda variance: dh.sample(tiny_unet, 1, schedule, variance=variance, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    draw = lambda variance: dh.sample(tiny_unet, 1, dh.MNIST_PIXELS, schedule, dh.SamplerSpec(variance=variance), generator=torch.Generator().manual_seed(0))  # noqa: E731
     assert not torch.allclose(draw("posterior"), draw("beta"))
 
 
-def test_dpm_solver_bad_inputs(schedule, tiny_unet):
+def test_dpm_solver_bad_inputs(schedule):
     x, t = torch.randn(1, 1, 4, 4), torch.tensor([5])
-    with pytest.raises(ValueError, match="eta must be 0"):
-        dh.sample(tiny_unet, 1, schedule, method="dpm-solver++", num_steps=4, eta=0.5)
-    with pytest.raises(ValueError, match=r"previous\[0\]"):
-        dh.dpm_solver_step(x, t, t - 1, x, schedule, previous=(t, x))
     with pytest.raises(ValueError, match="t_prev"):
         dh.dpm_solver_step(x, t, t, x, schedule)
+    with pytest.raises(ValueError, match=r"previous\[1\]"):
+        dh.dpm_solver_step(x, t, t - 1, x, schedule, previous=(t + 1, torch.randn(1, 1, 4, 5)))
+
+
+def test_dpm_solver_refuses_a_history_that_is_not_earlier_by_name(schedule):
+    """The step before must be noisier (t_before > t); the error names ``previous``."""
+    x, t = torch.randn(1, 1, 4, 4), torch.tensor([5])
+    with pytest.raises(ValueError, match=r"previous\[0\]"):
+        dh.dpm_solver_step(x, t, t - 1, x, schedule, previous=(t, x))
+
+
+def test_sample_clamps_only_to_a_known_range(schedule):
+    """With eps_hat = 0 one DDIM step lands on x0_hat = x_T / √ᾱ_{T−1}, far beyond ±1: kept as is
+    for data without a known range, clamped to the range of data that has one."""
+    spec = dh.SamplerSpec("ddim", num_steps=1, clip_x0=False)
+    x_T = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    expected = x_T / schedule.sqrt_alpha_bars[999]
+    unranged = dh.sample(ZeroModel(), 4, dh.DataSpace((1, 8, 8)), schedule, spec, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(unranged, expected)
+    assert float(unranged.abs().max()) > 1.0
+    pixels = dh.DataSpace((1, 8, 8), (-1.0, 1.0))
+    ranged = dh.sample(ZeroModel(), 4, pixels, schedule, spec, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ranged, expected.clamp(-1, 1))
+    clipped = dh.sample(ZeroModel(), 4, pixels, schedule, spec.replace(clip_x0=True), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(clipped, expected.clamp(-1, 1))  # x0_hat clipped, then the last step returns it
+    with pytest.raises(ValueError, match="clip_x0=True needs data with a known range"):
+        dh.sample(ZeroModel(), 4, dh.DataSpace((1, 8, 8)), schedule, spec.replace(clip_x0=True))
 
 
 class RecordingModel(torch.nn.Module):
@@ -231,10 +351,11 @@ class RecordingModel(torch.nn.Module):
         return 0.3 * x_t + shift
 
 
-@pytest.mark.parametrize("method,eta", [("ddim", 0.0), ("dpm-solver++", 0.0)])
+@pytest.mark.parametrize("method,eta", [("ddim", 0.0), ("dpm-solver++", None)])
 def test_sampling_in_chunks_matches_one_batch_for_deterministic_samplers(schedule, method, eta):
     model, y = RecordingModel(), torch.arange(5)
-    run = lambda batch_size: dh.sample(model, 5, schedule, method=method, num_steps=4, eta=eta, y=y, batch_size=batch_size, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    spec = dh.SamplerSpec(method, num_steps=4, eta=eta)
+    run = lambda batch_size: dh.sample(model, 5, dh.MNIST_PIXELS, schedule, spec, y=y, batch_size=batch_size, generator=torch.Generator().manual_seed(0))  # noqa: E731
     whole = run(None)
     model.calls.clear()
     chunked = run(2)
@@ -244,10 +365,11 @@ def test_sampling_in_chunks_matches_one_batch_for_deterministic_samplers(schedul
 
 
 def test_sampling_in_chunks_repeats_for_a_given_batch_size(schedule):
-    run = lambda seed: dh.sample(RecordingModel(), 5, schedule, method="ddim", num_steps=4, eta=1.0, batch_size=2, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    spec = dh.SamplerSpec("ddim", num_steps=4, eta=1.0)
+    run = lambda seed: dh.sample(RecordingModel(), 5, dh.MNIST_PIXELS, schedule, spec, batch_size=2, generator=torch.Generator().manual_seed(seed))  # noqa: E731
     torch.testing.assert_close(run(0), run(0))
     assert not torch.allclose(run(0), run(1))
-    with pytest.raises(ValueError, match="batch_size must be a positive"):
-        dh.sample(RecordingModel(), 5, schedule, method="ddim", num_steps=4, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        dh.sample(RecordingModel(), 5, dh.MNIST_PIXELS, schedule, dh.SamplerSpec("ddim", num_steps=4), batch_size=0)
     with pytest.raises(ValueError, match="sample_batch_size"):
         dh.config.TINY.replace(sample_batch_size=0)

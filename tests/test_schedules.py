@@ -79,3 +79,14 @@ def test_bad_betas_are_refused():
 def test_schedule_moves_between_devices():
     s = dh.make_schedule("linear", 100).to("cpu")
     assert s.device.type == "cpu" and s.name == "linear"
+
+
+def test_per_sample_reads_a_table_at_each_samples_timestep():
+    s = dh.make_schedule("linear", 1000)
+    t = torch.tensor([0, 999, 500])
+    for shape in [(3, 1, 4, 4), (3, 16), (3, 4, 2, 2, 2)]:  # images, flat items, anything with a batch dimension
+        values = dh.per_sample(s.betas[t], len(shape))
+        assert values.shape == (3,) + (1,) * (len(shape) - 1)
+        scaled = values * torch.ones(shape)
+        for i in range(3):
+            assert bool((scaled[i] == s.betas[t[i]]).all())

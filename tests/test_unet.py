@@ -15,7 +15,7 @@ import ddpm_helpers as dh
 )
 def test_unet_maps_images_to_their_own_shape(kwargs):
     torch.manual_seed(0)
-    model = dh.UNet(**kwargs)
+    model = dh.UNet(dh.UNetConfig(**kwargs, patch_size=1))
     x = torch.randn(3, 1, 32, 32)
     t = torch.tensor([0, 500, 999])
     y = torch.tensor([1, 2, 10]) if kwargs.get("num_classes") else None  # 10 = null class
@@ -38,7 +38,7 @@ def test_timestep_embedding_is_sinusoidal():
 
 def test_conditional_unet_uses_the_label_and_the_null_class():
     torch.manual_seed(0)
-    model = dh.UNet(channels=8, channel_mults=(1, 2), num_classes=10)
+    model = dh.UNet(dh.UNetConfig(channels=8, channel_mults=(1, 2), attention_resolutions=(), patch_size=1, num_classes=10))
     torch.nn.init.normal_(model.head[-1].weight)  # make the output depend on its input
     x, t = torch.randn(2, 1, 32, 32), torch.tensor([10, 10])
     out_a = model(x, t, torch.tensor([3, 3]))
@@ -48,33 +48,43 @@ def test_conditional_unet_uses_the_label_and_the_null_class():
     torch.testing.assert_close(out_null, model(x, t, torch.tensor([10, 10])))
 
 
-def test_make_unet_follows_the_config():
-    model = dh.make_unet(dh.TINY)
-    assert model.channels == dh.TINY.channels
-    assert dh.count_parameters(dh.make_unet(dh.FULL)) < 3_000_000  # small enough for two CPU cores
+def test_unet_follows_its_config():
+    model = dh.UNet(dh.TINY.unet)
+    assert model.config == dh.TINY.unet and model.channels == dh.TINY.unet.channels
+    assert dh.count_parameters(dh.UNet(dh.FULL.unet)) < 3_000_000  # small enough for two CPU cores
+    conditional = dh.UNet(dh.TINY.unet.replace(num_classes=10))
+    assert conditional.num_classes == 10 and conditional.class_emb.num_embeddings == 11  # 10 digits + the null class
 
 
 def test_unet_bad_inputs():
-    model = dh.UNet(channels=8, channel_mults=(1, 2))
-    with pytest.raises(ValueError, match="x_t must be 32×32"):
+    model = dh.UNet(dh.UNetConfig(channels=8, channel_mults=(1, 2), attention_resolutions=(), patch_size=1))
+    with pytest.raises(ValueError, match=r"x_t must have shape \(B, 1, 32, 32\)"):
         model(torch.randn(1, 1, 28, 28), torch.tensor([0]))
     with pytest.raises(ValueError, match=r"t must have shape \(2,\)"):
         model(torch.randn(2, 1, 32, 32), torch.tensor([0]))
     with pytest.raises(ValueError, match="unconditional"):
         model(torch.randn(1, 1, 32, 32), torch.tensor([0]), torch.tensor([1]))
     with pytest.raises(ValueError, match="multiple of 8"):
-        dh.UNet(channels=12)
+        dh.UNetConfig(channels=12)
     with pytest.raises(ValueError, match="cannot be halved"):
-        dh.UNet(channels=8, channel_mults=(1, 1, 1, 1, 1, 1, 1))
-    conditional = dh.UNet(channels=8, channel_mults=(1,), num_classes=10)
+        dh.UNetConfig(channels=8, channel_mults=(1, 1, 1, 1, 1, 1, 1), attention_resolutions=(), patch_size=1)
+    with pytest.raises(ValueError, match=r"attention_resolutions must be a tuple of feature-map sizes the network reaches, \[8, 16\]"):
+        dh.UNetConfig(channels=8, channel_mults=(1, 2), attention_resolutions=(32,))  # patch 2: the network runs at 16 and 8
+    with pytest.raises(ValueError, match="config must be a dh.UNetConfig, got Config"):
+        dh.UNet(dh.TINY)  # the run's config, not the network's: dh.UNet(cfg.unet)
+    conditional = dh.UNet(dh.UNetConfig(channels=8, channel_mults=(1,), attention_resolutions=(), patch_size=1, num_classes=10))
     with pytest.raises(ValueError, match=r"y must hold labels in \[0, 10\]"):
         conditional(torch.randn(1, 1, 32, 32), torch.tensor([0]), torch.tensor([11]))
 
 
-@pytest.mark.parametrize("patch_size,downsample,ws", [(2, "conv", False), (1, "space_to_depth", False), (2, "space_to_depth", True)])
-def test_unet_design_options_keep_the_shape(patch_size, downsample, ws):
+@pytest.mark.parametrize(
+    "patch_size,attention,downsample,ws",
+    [(2, (8,), "conv", False), (1, (), "space_to_depth", False), (2, (8,), "space_to_depth", True)],  # with patch 1, no 8×8 level
+)
+def test_unet_design_options_keep_the_shape(patch_size, attention, downsample, ws):
     torch.manual_seed(0)
-    model = dh.UNet(channels=8, channel_mults=(1, 2), attention_resolutions=(8,), patch_size=patch_size, downsample=downsample, weight_standardization=ws)
+    config = dh.UNetConfig(channels=8, channel_mults=(1, 2), attention_resolutions=attention, patch_size=patch_size, downsample=downsample, weight_standardization=ws)
+    model = dh.UNet(config)
     torch.nn.init.normal_(model.head[-1].weight)
     x = torch.randn(2, 1, 32, 32)
     out = model(x, torch.tensor([1, 900]))
@@ -84,26 +94,26 @@ def test_unet_design_options_keep_the_shape(patch_size, downsample, ws):
 
 def test_patch_stem_runs_the_network_at_lower_resolution():
     seen = []
-    model = dh.UNet(channels=8, channel_mults=(1,), attention_resolutions=(), patch_size=4)
+    model = dh.UNet(dh.UNetConfig(channels=8, channel_mults=(1,), attention_resolutions=(), patch_size=4))
     model.stem.register_forward_hook(lambda module, args, out: seen.append(out.shape))
     model(torch.randn(1, 1, 32, 32), torch.tensor([0]))
     assert seen == [torch.Size([1, 8, 8, 8])]
 
 
 def test_space_to_depth_downsampling_is_lossless_before_its_projection():
-    down = dh.unet.make_downsample(4, "space_to_depth")
+    down = dh.make_downsample(4, "space_to_depth")
     x = torch.randn(2, 4, 8, 8)
     folded = down[0](x)
     assert folded.shape == (2, 16, 4, 4) and down(x).shape == (2, 4, 4, 4)
     torch.testing.assert_close(torch.nn.functional.pixel_shuffle(folded, 2), x)
     with pytest.raises(ValueError, match="downsample must be"):
-        dh.unet.make_downsample(4, "maxpool")
+        dh.make_downsample(4, "maxpool")
 
 
 def test_weight_standardised_conv_ignores_the_scale_and_offset_of_its_kernel():
     """Ŵ = (W − μ)/√(σ² + ε): scaling W by a and shifting it gives the same Ŵ, with ε acting as ε/a²."""
     torch.manual_seed(0)
-    conv = dh.unet.WSConv2d(3, 5, 3, padding=1)
+    conv = dh.WSConv2d(3, 5, 3, padding=1)
     x = torch.randn(2, 3, 8, 8)
     w = conv.weight.detach().clone()
     mean, var = w.mean(dim=(1, 2, 3), keepdim=True), w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
@@ -117,15 +127,15 @@ def test_weight_standardised_conv_ignores_the_scale_and_offset_of_its_kernel():
 
 def test_bad_patch_size_is_refused():
     with pytest.raises(ValueError, match="patch_size must be a positive divisor"):
-        dh.UNet(channels=8, patch_size=3)
+        dh.UNetConfig(channels=8, patch_size=3)
     with pytest.raises(ValueError, match="cannot be halved"):
-        dh.UNet(channels=8, channel_mults=(1, 2, 2, 2, 2), patch_size=4)
+        dh.UNetConfig(channels=8, channel_mults=(1, 2, 2, 2, 2), patch_size=4)
 
 
 def test_every_res_block_responds_to_the_timestep():
     """With scale and shift applied after the norm, no block can lose t, even with 1 channel per group."""
     torch.manual_seed(0)
-    model = dh.make_unet(dh.TINY)  # 8 channels: GroupNorm(8, 8) has one channel per group
+    model = dh.UNet(dh.TINY.unet)  # 8 channels: GroupNorm(8, 8) has one channel per group
     with torch.no_grad():
         e10, e900 = model.embed(torch.tensor([10]), None), model.embed(torch.tensor([900]), None)
         blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, dh.ResBlock)]

@@ -1,0 +1,172 @@
+"""One reverse step x_t → x_{t_prev}, as a pure function, for each sampling method.
+
+Every step has one signature, so the methods are interchangeable values (:data:`STEPS`)::
+
+    step(x_t, t, t_prev, eps_hat, schedule, *, eta=None, variance=None, clip_x0=None,
+         previous=None, generator=None) -> Step(x_prev, x0_hat)
+
+``t`` is the 0-based index; ``t_prev = -1`` means "past the last step" (ᾱ = 1, the clean data).
+An option that does not apply to a method (η for DDPM, the variance for DDIM) is an error, not
+ignored. ``clip_x0`` is the interval x0_hat is clipped to, e.g. (-1, 1) for images, or None.
+``previous = (t_before, x0_hat_before)`` is the step before, which only the multistep solver uses.
+Taught in: 05_sampling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from .checks import check_earlier, check_same_shape, check_timesteps, values_checked
+from .diffusion import posterior_mean_var, predict_eps, predict_x0
+from .schedules import NoiseSchedule, per_sample
+
+VARIANCES = ("posterior", "beta")
+Previous = tuple[torch.Tensor, torch.Tensor]
+
+
+class Step(NamedTuple):
+    """The result of one reverse step: the next (less noisy) state and the current estimate of x0."""
+
+    x_prev: torch.Tensor
+    x0_hat: torch.Tensor
+
+
+def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+
+
+def _not_applicable(method: str, **options: object) -> None:
+    given = {name: value for name, value in options.items() if value is not None}
+    if given:
+        name, value = next(iter(given.items()))
+        raise ValueError(f"{name}={value!r} does not apply to method {method!r} (see dh.SamplerSpec for which options each method takes)")
+
+
+def _check_step(x_t, t, t_prev, eps_hat, schedule) -> None:
+    check_same_shape(x_t, eps_hat, "x_t", "eps_hat")
+    check_timesteps(t, x_t.shape[0], schedule.T)
+    check_earlier(t_prev, t)
+
+
+def _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0):
+    x0_hat = predict_x0(x_t, t, eps_hat, schedule)
+    if clip_x0 is not None:  # keep eps consistent with the clipped x0_hat
+        x0_hat = x0_hat.clamp(*clip_x0)
+        eps_hat = predict_eps(x_t, t, x0_hat, schedule)
+    return x0_hat, eps_hat
+
+
+def alpha_bar_at(t: torch.Tensor, schedule: NoiseSchedule, ndim: int) -> torch.Tensor:
+    """ᾱ at index t, with ᾱ = 1 at t = −1 (the clean data); (B, 1, ..., 1)."""
+    values = per_sample(schedule.alpha_bars[t.clamp(min=0)], ndim)
+    return torch.where(per_sample(t, ndim) >= 0, values, torch.ones_like(values))
+
+
+def ddpm_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
+    """One ancestral step x_t → x_{t−1} ~ p_θ(x_{t−1} | x_t) (Ho et al. 2020, Algorithm 2).
+
+    1. x0_hat = (x_t − √(1 − ᾱ_t) eps_hat) / √ᾱ_t, clipped to ``clip_x0`` when given.
+    2. mean = μ̃_t(x0_hat, x_t), the posterior mean; without clipping it equals
+       (x_t − β_t / √(1 − ᾱ_t) · eps_hat) / √α_t (eq. 11).
+    3. x_{t−1} = mean + σ_t z with σ_t² = β̃_t (``variance="posterior"``, the default) or β_t
+       (``"beta"``), and no noise at the last step (t = 0).
+
+    x_t, eps_hat: (B, ...); t: (B,) int64 in [0, T); t_prev must be t − 1 (DDPM visits every step).
+    """
+    _not_applicable("ddpm", eta=eta)
+    variance = "posterior" if variance is None else variance
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    _check_step(x_t, t, t_prev, eps_hat, schedule)
+    if not torch.equal(t_prev, t - 1):
+        raise ValueError(f"method 'ddpm' steps from t to t - 1 (for fewer steps use 'ddim'), got t={t.tolist()}, t_prev={t_prev.tolist()}")
+    x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
+    mean, posterior_variance = posterior_mean_var(x0_hat, x_t, t, schedule)
+    sigma_sq = posterior_variance if variance == "posterior" else per_sample(schedule.betas[t], x_t.ndim)
+    not_last = per_sample((t > 0).to(x_t.dtype), x_t.ndim)
+    x_prev = mean + not_last * sigma_sq.sqrt() * _noise_like(x_t, generator)
+    return Step(x_prev, x0_hat)
+
+
+def ddim_sigma(t: torch.Tensor, t_prev: torch.Tensor, schedule: NoiseSchedule, eta: float, ndim: int) -> torch.Tensor:
+    """σ_t(η) = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev) (Song et al. 2021, eq. 16); (B, 1, ..., 1)."""
+    alpha_bar = per_sample(schedule.alpha_bars[t], ndim)
+    alpha_bar_prev = alpha_bar_at(t_prev, schedule, ndim)
+    return eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+
+
+def ddim_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
+    """One DDIM step x_t → x_{t_prev} (Song et al. 2021, eq. 12), for any t_prev < t.
+
+    1. x0_hat from eps_hat as in :func:`ddpm_step` (eps_hat re-derived if x0_hat is clipped).
+    2. σ = :func:`ddim_sigma` with noise η (default 0: deterministic; η = 1 on consecutive steps
+       gives DDPM's β̃_t).
+    3. x_prev = √ᾱ_prev · x0_hat + √(1 − ᾱ_prev − σ²) · eps_hat + σ z.
+    """
+    _not_applicable("ddim", variance=variance)
+    eta = 0.0 if eta is None else eta
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    _check_step(x_t, t, t_prev, eps_hat, schedule)
+    x0_hat, eps_hat = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
+    alpha_bar_prev = alpha_bar_at(t_prev, schedule, x_t.ndim)
+    sigma = ddim_sigma(t, t_prev, schedule, eta, x_t.ndim)
+    direction = (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps_hat
+    x_prev = alpha_bar_prev.sqrt() * x0_hat + direction
+    if eta > 0:
+        x_prev = x_prev + sigma * _noise_like(x_t, generator)
+    return Step(x_prev, x0_hat)
+
+
+def log_snr_half(t: torch.Tensor, schedule: NoiseSchedule, ndim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(α, σ, e^{-λ}) at index t with α = √ᾱ_t, σ = √(1 − ᾱ_t), λ = log(α/σ); t = −1 gives (1, 0, 0)."""
+    alpha_bar = alpha_bar_at(t, schedule, ndim)
+    alpha, sigma = alpha_bar.sqrt(), (1 - alpha_bar).clamp(min=0).sqrt()
+    return alpha, sigma, sigma / alpha
+
+
+def dpm_solver_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
+    """One step of DPM-Solver++(2M) x_t → x_{t_prev} (Lu et al. 2022, Algorithm 2), deterministic.
+
+    With α = √ᾱ, σ = √(1 − ᾱ), λ = log(α/σ) and h = λ_prev − λ_t > 0:
+
+    1. x0_hat from eps_hat as in :func:`ddim_step` (clipped to ``clip_x0`` when given).
+    2. D = x0_hat on the first step (``previous`` None) and on the last (t_prev = −1); otherwise,
+       with ``previous = (t_before, x0_hat_before)`` from the step before and r = (λ_t − λ_before)/h,
+       D = (1 + 1/(2r)) x0_hat − 1/(2r) x0_hat_before (a linear extrapolation in λ).
+    3. x_prev = (σ_prev/σ_t) x_t + α_prev (1 − e^{−h}) D.
+
+    With D = x0_hat the step is exactly DDIM with η = 0. ``generator`` is unused (no noise).
+    """
+    _not_applicable("dpm-solver++", eta=eta, variance=variance)
+    _check_step(x_t, t, t_prev, eps_hat, schedule)
+    x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
+    alpha, sigma, e_lam = log_snr_half(t, schedule, x_t.ndim)
+    alpha_prev, sigma_prev, e_lam_prev = log_snr_half(t_prev, schedule, x_t.ndim)
+    e_minus_h = e_lam_prev / e_lam  # e^{-h} = e^{-λ_prev} / e^{-λ_t}; 0 at the last step
+    d = x0_hat
+    if previous is not None:
+        t_before, x0_before = previous
+        check_timesteps(t_before, x_t.shape[0], schedule.T, "previous[0]")
+        if not values_checked() and bool((t_before <= t).any()):
+            raise ValueError(f"previous[0] (the t of the step before) must be > t, got {t_before.tolist()} for t={t.tolist()}")
+        check_same_shape(x0_before, x_t, "previous[1]", "x_t")
+        _, _, e_lam_before = log_snr_half(t_before, schedule, x_t.ndim)
+        h = torch.log(e_lam / e_lam_prev.clamp(min=1e-30))
+        r = torch.log(e_lam_before / e_lam) / h
+        second_order = (1 + 0.5 / r) * x0_hat - (0.5 / r) * x0_before
+        d = torch.where(per_sample(t_prev, x_t.ndim) > 0, second_order, x0_hat)
+    x_prev = sigma_prev / sigma * x_t + alpha_prev * (1 - e_minus_h) * d
+    return Step(x_prev, x0_hat)
+
+
+StepFunction = Callable[..., Step]
+
+#: The sampling methods by name; each value has the signature of the module docstring.
+STEPS: dict[str, StepFunction] = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm-solver++": dpm_solver_step}
+
+#: The options each method takes (every other option must be left at None).
+OPTIONS: dict[str, tuple[str, ...]] = {"ddpm": ("variance",), "ddim": ("eta",), "dpm-solver++": ()}
