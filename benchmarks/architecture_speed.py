@@ -1,9 +1,9 @@
 """What each design choice costs in training throughput: one change at a time from the book's
 full configuration (width, depth, attention placement, patch stem, downsampling, weight
-standardisation, batch size, channels-last memory format, torch.compile).
+standardisation, batch size, the memory format (``train.channels_last``), torch.compile).
 
 Each variant runs the package's training step on random 32×32 batches (speed does not depend on
-the data); images/s is the median over interleaved repeats.
+the data); images/s is the median over repeats.
 
     python benchmarks/architecture_speed.py [--device cuda] [--size default|small]
 """
@@ -18,43 +18,45 @@ SIZES = {"small": {"steps": 3, "repeats": 2, "compile": False}, "default": {"ste
 
 
 def variants(cfg):
-    yield "full configuration", cfg, {}
-    yield "no patch stem (runs at 32×32)", cfg.replace(patch_size=1), {}
-    yield f"width {cfg.channels * 3 // 2}", cfg.replace(channels=cfg.channels * 3 // 2), {}
-    yield f"{cfg.num_res_blocks + 1} res blocks per level", cfg.replace(num_res_blocks=cfg.num_res_blocks + 1), {}
-    yield "attention at 4×4 only", cfg.replace(attention_resolutions=(4,)), {}
-    yield "no attention outside the middle", cfg.replace(attention_resolutions=()), {}
-    yield "space-to-depth downsampling", cfg.replace(downsample="space_to_depth"), {}
-    yield "weight standardisation", cfg.replace(weight_standardization=True), {}
-    yield f"batch {cfg.batch_size * 2}", cfg.replace(batch_size=cfg.batch_size * 2), {}
-    yield f"batch {cfg.batch_size // 2}", cfg.replace(batch_size=cfg.batch_size // 2), {}
-    yield "channels-last memory format", cfg, {"channels_last": True}
-    yield "torch.compile", cfg, {"compile": True}
+    """(name, UNetConfig, TrainConfig, options): the full configuration, then one change at a time."""
+    unet, train = cfg.unet, cfg.train
+    yield "full configuration", unet, train, {}
+    yield "no patch stem (runs at 32×32)", unet.replace(patch_size=1), train, {}
+    yield f"width {unet.channels * 3 // 2}", unet.replace(channels=unet.channels * 3 // 2), train, {}
+    yield f"{unet.num_res_blocks + 1} res blocks per level", unet.replace(num_res_blocks=unet.num_res_blocks + 1), train, {}
+    yield "attention at 4×4 only", unet.replace(attention_resolutions=(4,)), train, {}
+    yield "no attention outside the middle", unet.replace(attention_resolutions=()), train, {}
+    yield "space-to-depth downsampling", unet.replace(downsample="space_to_depth"), train, {}
+    yield "weight standardisation", unet.replace(weight_standardization=True), train, {}
+    yield f"batch {train.batch_size * 2}", unet, train.replace(batch_size=train.batch_size * 2), {}
+    yield f"batch {train.batch_size // 2}", unet, train.replace(batch_size=train.batch_size // 2), {}
+    other_format = "contiguous (NCHW) memory format" if train.channels_last else "channels-last memory format"
+    yield other_format, unet, train.replace(channels_last=not train.channels_last), {}
+    yield "torch.compile", unet, train, {"compile": True}
 
 
 def main() -> None:
     args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
-    schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
+    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)
     rows = []
-    for name, variant, options in variants(cfg):
+    for name, unet, train, options in variants(cfg):
         if options.get("compile") and not size["compile"]:
             continue
         torch.manual_seed(0)
-        model = dh.make_unet(variant)
-        memory_format = torch.channels_last if options.get("channels_last") else torch.contiguous_format
-        model = model.to(device, memory_format=memory_format)
-        state = dh.init_train_state(model, variant, device)
+        model = dh.UNet(unet).to(device)
+        state = dh.init_train_state(model, train)  # formats the model channels-last when train.channels_last
+        memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         if options.get("compile"):
             try:
                 state.model = torch.compile(model)
             except Exception as error:  # no compiler tool chain, unsupported backend, ...
                 rows.append({"variant": name, "error": f"{type(error).__name__}: {error}"[:200]})
                 continue
-        x0 = (torch.rand(variant.batch_size, 1, 32, 32, device=device) * 2 - 1).contiguous(memory_format=memory_format)
+        x0 = (torch.rand(train.batch_size, 1, 32, 32, device=device) * 2 - 1).contiguous(memory_format=memory_format)
 
         def steps() -> None:
             for _ in range(size["steps"]):
-                dh.train_step(state, x0, schedule, variant)
+                dh.train_step(state, x0, schedule, train)
 
         try:
             first = timed(steps, device)  # warm-up; for torch.compile this includes compilation
@@ -62,7 +64,7 @@ def main() -> None:
         except Exception as error:
             rows.append({"variant": name, "error": f"{type(error).__name__}: {error}"[:200]})
             continue
-        ips = size["steps"] * variant.batch_size / median(times)
+        ips = size["steps"] * train.batch_size / median(times)
         rows.append({"variant": name, "parameters": dh.count_parameters(model), "images_per_s": round(ips, 1),
                      "warmup_seconds": round(first, 1), "seconds": times})
         print(f"{name:34s} {rows[-1]['parameters']:>10,} parameters {ips:8.1f} img/s", flush=True)
@@ -70,7 +72,7 @@ def main() -> None:
     for row in rows:
         if "images_per_s" in row:
             row["relative_to_full"] = round(row["images_per_s"] / base, 3)
-    summary = f"architecture_speed on {dh.metrics.describe_device(device)}: " + ", ".join(
+    summary = f"architecture_speed on {dh.describe_device(device)}: " + ", ".join(
         f"{r['variant']} {r['relative_to_full']:.2f}x" for r in rows[1:] if "relative_to_full" in r)
     save("architecture_speed", device, args, {"config": cfg.to_dict(), "variants": rows}, summary)
 

@@ -25,6 +25,7 @@ def parser(description: str, sizes: dict[str, dict]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     p.add_argument("--size", choices=sorted(sizes), default="default", help="how much to run: " + "; ".join(f"{k}: {v}" for k, v in sizes.items()))
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON results (default: %(default)s)")
     return p
 
 
@@ -61,7 +62,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def environment(device: torch.device) -> dict:
     return {
-        "device": dh.metrics.describe_device(device),
+        "device": dh.describe_device(device),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
@@ -70,11 +71,12 @@ def environment(device: torch.device) -> dict:
 
 
 def save(name: str, device: torch.device, args: argparse.Namespace, results: dict, summary: str) -> Path:
-    """Write ``benchmarks/results/<name>-<device type>.json`` and print the one-line summary."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}-{device.type}.json"
+    """Write ``<args.results>/<name>-<device type>.json`` (default ``benchmarks/results/``) and print the one-line summary."""
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / f"{name}-{device.type}.json"
     payload = {"benchmark": name, "size": args.size, "environment": environment(device), "summary": summary, "results": results}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(summary)
-    print(f"results written to {path.relative_to(RESULTS.parents[1])}")
+    shown = path.resolve().relative_to(RESULTS.parents[1]) if path.resolve().is_relative_to(RESULTS.parents[1]) else path
+    print(f"results written to {shown}")
     return path

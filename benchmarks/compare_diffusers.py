@@ -3,14 +3,15 @@
 Both systems train from scratch on the same MNIST tensors (32×32, [-1, 1]) for the same wall-clock
 budgets on the same device, and are scored by the same metrics at each budget:
 
-* ours: the book's full configuration (``dh.FULL``): its U-Net, schedule, learning rate, EMA and trainer;
+* ours: the book's full configuration (``dh.FULL``): its U-Net, schedule, learning rate, EMA and trainer,
+  in one run planned by time for the last budget (its learning rate cools over the end of it);
 * diffusers: ``UNet2DModel`` as the Hugging Face diffusion course configures it for MNIST
   (block_out_channels (32, 64, 64), 2 layers per block, attention in the two lower blocks),
   ``DDPMScheduler`` (1000 steps, linear β), AdamW at lr 1e-3, batch 128, MSE on the noise, no EMA.
 
-Both sample with the book's judging sampler, DDIM with 100 steps and η = 1 (ours: ``dh.sample``;
-diffusers: ``DDIMScheduler``). Install the
-extra first: ``pip install -e .[bench]``.
+Both sample with the book's judging sampler, ``cfg.judge``: DDIM with 100 steps and η = 1 (ours:
+``dh.evaluation.sample_quality``; diffusers: ``DDIMScheduler`` with the same step count and η).
+Install the extra first: ``pip install -e .[bench]``.
 
     DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/compare_diffusers.py [--device cuda] [--size default|large]
 """
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from common import dh, save, setup, synchronize
-from time_to_quality import evaluate, real_reference
+from time_to_quality import evaluate, real_reference, train_until
 
 SIZES = {"small": {"minutes": [0.5], "samples": 150}, "default": {"minutes": [1.5], "samples": 200},
          "large": {"minutes": [1, 5, 15], "samples": 500}}
@@ -77,23 +78,26 @@ def sample_diffusers(model, ddim, num_samples, device, steps, eta, seed=0, batch
 
 def main() -> None:
     args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
+    if cfg.judge.method != "ddim" or cfg.judge.spacing != "uniform":
+        raise SystemExit(f"diffusers samples here with its DDIMScheduler, so the judge must be DDIM with uniform spacing; got {cfg.judge}")
     n = size["samples"]
     train_set, reference = real_reference(cfg, n, device)
     floor = reference.fid_floor
     images = train_set.images.to(device)
 
     # ours
-    schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
+    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)
     torch.manual_seed(0)
-    state = dh.init_train_state(dh.make_unet(cfg), cfg, device)
+    state = dh.init_train_state(dh.UNet(cfg.unet).to(device), cfg.train, max_seconds=60 * max(size["minutes"]))
     ours = {"system": "ddpm_helpers (this book)", "parameters": dh.count_parameters(state.model), "budgets": []}
+    on_device = dh.ImageSet(images, train_set.labels.to(device))
     for minutes in size["minutes"]:
-        dh.train(state, train_set, schedule, cfg, num_steps=10**9, max_seconds=60 * minutes, progress=False)
+        train_until(state, 60 * minutes, on_device, schedule, cfg)
         report, sample_seconds = evaluate(state.ema.model, schedule, reference, cfg)
         ours["budgets"].append({"minutes": minutes, "steps": state.step, "fid": round(report.fid, 2),
                                 "confident_fraction": round(report.confident_fraction, 4), "min_class_share": report.min_class_share})
         print(f"ours      {minutes:5.1f} min: {state.step:6d} steps, FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}")
-    ours["images_per_s"] = round(state.step * cfg.batch_size / state.elapsed, 1)
+    ours["images_per_s"] = round(state.step * cfg.train.batch_size / state.elapsed, 1)
     ours["sampling_seconds_per_1000"] = round(1000 * sample_seconds / n, 1)
 
     # diffusers
@@ -106,7 +110,7 @@ def main() -> None:
         steps += train_diffusers_for(model, ddpm, optimizer, images, 60 * minutes - trained, generator, device)
         trained = 60 * minutes
         start = time.perf_counter()
-        samples = sample_diffusers(model, ddim, n, device, cfg.num_sampling_steps, cfg.sampling_eta)
+        samples = sample_diffusers(model, ddim, n, device, cfg.judge.num_steps or cfg.diffusion.T, cfg.judge.eta or 0.0, batch=cfg.sample_batch_size)
         sample_seconds = time.perf_counter() - start
         report = dh.metrics.quality_report(reference.classifier, samples, reference.features)
         theirs["budgets"].append({"minutes": minutes, "steps": steps, "fid": round(report.fid, 2),
@@ -122,9 +126,9 @@ def main() -> None:
                      + [f"{b['fid']:.1f} ({b['confident_fraction']:.0%})" for b in system["budgets"]]
                      + [f"{system['sampling_seconds_per_1000']:.0f}"])
     markdown = "\n".join("| " + " | ".join(row) + " |" for row in table)
-    print(f"\nFID at n = {n} (floor {floor:.2f}); in brackets the share recognised confidently; DDIM {cfg.num_sampling_steps} steps, eta {cfg.sampling_eta}\n{markdown}")
-    results = {"num_samples": n, "fid_floor": round(floor, 2), "sampler": f"ddim-{cfg.num_sampling_steps} eta={cfg.sampling_eta}", "systems": [ours, theirs], "table": markdown}
-    summary = (f"compare_diffusers on {dh.metrics.describe_device(device)}: FID after {size['minutes'][-1]} min: ours "
+    print(f"\nFID at n = {n} (floor {floor:.2f}); in brackets the share recognised confidently; sampler {cfg.judge}\n{markdown}")
+    results = {"num_samples": n, "fid_floor": round(floor, 2), "sampler": str(cfg.judge), "systems": [ours, theirs], "table": markdown}
+    summary = (f"compare_diffusers on {dh.describe_device(device)}: FID after {size['minutes'][-1]} min: ours "
                f"{ours['budgets'][-1]['fid']:.1f}, diffusers {theirs['budgets'][-1]['fid']:.1f} (n={n}, floor {floor:.1f})")
     save("compare_diffusers", device, args, results, summary)
 

@@ -1,22 +1,26 @@
 """How long until recognisable digits: train the book's unconditional configuration from scratch and
 measure sample quality at fixed wall-clock checkpoints (training time only; evaluation is not counted).
 
-At each checkpoint the EMA weights draw samples with the book's judging sampler (DDIM with
-``Config.num_sampling_steps`` steps and η = ``Config.sampling_eta``: 100 and 1); the MNIST classifier
-scores them: FID against as many real test images, the share it recognises confidently (p ≥ 0.9),
-and the share of the rarest predicted digit. Needs the MNIST training set (DDPM_MNIST_ROOT or a download).
+It is one run, planned by time for the last checkpoint: its learning rate cools down over the end
+of that budget, so the earlier checkpoints show a model still training at full learning rate.
+At each checkpoint the EMA weights draw samples with the book's judging sampler (``cfg.judge``:
+DDIM, 100 steps, η = 1); the MNIST classifier scores them: FID against as many real test images, the
+share it recognises confidently (p ≥ 0.9), and the share of the rarest predicted digit. Needs the
+MNIST training set (DDPM_MNIST_ROOT or a download).
 
     DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/time_to_quality.py [--device cuda] [--size default]
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
 from common import dh, save, setup
 
+PROBE_STEPS = 10  # steps that measure the training speed at the start of the run
 SIZES = {
     "small": {"minutes": [0.5, 1.0], "samples": 200},
     "default": {"minutes": [1.0, 2.0, 4.0], "samples": 400},
@@ -35,8 +39,20 @@ def real_reference(cfg, n, device):
 def evaluate(model, schedule, reference, cfg):
     """Samples from the book's judging sampler, scored by the classifier; returns (report, sampling seconds)."""
     start = time.perf_counter()
-    report, _ = dh.evaluation.sample_quality(model, schedule, reference, num_steps=cfg.num_sampling_steps, eta=cfg.sampling_eta)
+    report, _ = dh.evaluation.sample_quality(model, schedule, reference, cfg.judge, seed=cfg.seed, batch_size=cfg.sample_batch_size)
     return report, time.perf_counter() - start
+
+
+def train_until(state, seconds, train_set, schedule, cfg):
+    """Train until ``seconds`` of training time have passed.
+
+    dh.train stops at a step count, or when the run's whole planned time is spent, but not at an
+    earlier minute; so ask it for as many steps as the speed so far predicts (after a short probe),
+    and again until the training clock has passed ``seconds``.
+    """
+    while state.elapsed < seconds:
+        more = PROBE_STEPS if state.step == 0 else max(1, math.ceil((seconds - state.elapsed) * state.step / state.elapsed))
+        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=state.step + more, progress=False)
 
 
 def main() -> None:
@@ -45,23 +61,24 @@ def main() -> None:
     train_set, reference = real_reference(cfg, n, device)
     floor = reference.fid_floor
 
-    schedule = dh.make_schedule(cfg.schedule, cfg.T).to(device)
+    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)
     torch.manual_seed(cfg.seed)
-    state = dh.init_train_state(dh.make_unet(cfg), cfg, device)
+    state = dh.init_train_state(dh.UNet(cfg.unet).to(device), cfg.train, max_seconds=60 * max(size["minutes"]))
+    train_set = dh.ImageSet(train_set.images.to(device), train_set.labels.to(device))  # moved once, not on every call of dh.train
     rows = []
     for minutes in size["minutes"]:
-        dh.train(state, train_set, schedule, cfg, num_steps=10**9, max_seconds=60 * minutes, progress=False)
+        train_until(state, 60 * minutes, train_set, schedule, cfg)
         report, sample_seconds = evaluate(state.ema.model, schedule, reference, cfg)
-        rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_seen": state.step * cfg.batch_size,
+        rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_seen": state.step * cfg.train.batch_size,
                      "fid": round(report.fid, 2), "confident_fraction": round(report.confident_fraction, 4),
                      "min_class_share": report.min_class_share, "class_shares": report.class_shares,
                      "sampling_seconds": round(sample_seconds, 1)})
         print(f"{rows[-1]['train_minutes']:6.2f} min, {state.step:6d} steps: FID {report.fid:7.2f}, "
               f"confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}")
-    results = {"config": cfg.to_dict(), "parameters": dh.count_parameters(state.model), "sampler": f"ddim-{cfg.num_sampling_steps} eta={cfg.sampling_eta}",
+    results = {"config": cfg.to_dict(), "parameters": dh.count_parameters(state.model), "sampler": str(cfg.judge),
                "num_samples": n, "fid_floor": round(floor, 2), "num_train_images": len(train_set.labels), "checkpoints": rows}
     last = rows[-1]
-    summary = (f"time_to_quality on {dh.metrics.describe_device(device)}: after {last['train_minutes']:.1f} min of training "
+    summary = (f"time_to_quality on {dh.describe_device(device)}: after {last['train_minutes']:.1f} min of training "
                f"FID {last['fid']:.1f} (floor {floor:.1f}, n={n}), {last['confident_fraction']:.0%} recognised confidently")
     save("time_to_quality", device, args, results, summary)
 

@@ -124,8 +124,10 @@ class Autoencoder(nn.Module):
 
     Encoder: 3×3 conv to channels[0]; per stage a residual block and a stride-2 3×3 conv to the
     next width (the last keeps channels[-1]); a residual block; a 1×1 conv to latent_channels.
-    The decoder mirrors it with nearest-neighbour ×2 upsampling. There is no output activation:
-    images live in [-1, 1], the MSE is measured there, and callers clamp x̂ for display.
+    The decoder mirrors it with nearest-neighbour ×2 upsampling and ends in tanh, so x̂ lies in
+    [-1, 1] like the images: MNIST is mostly background at exactly -1, and an output that can
+    saturate there reconstructs it exactly instead of with faint noise (which SSIM punishes hard
+    in flat regions).
     """
 
     def __init__(self, config: AutoencoderConfig):
@@ -155,7 +157,7 @@ class Autoencoder(nn.Module):
                 AttentionResBlock(next_width, **options),
             ]
             width = next_width
-        decoder.append(nn.Conv2d(widths[0], config.in_channels, 3, padding=1))
+        decoder += [nn.Conv2d(widths[0], config.in_channels, 3, padding=1), nn.Tanh()]
         self.decoder = nn.Sequential(*decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -49,15 +49,16 @@ class SamplerSpec(ConfigMixin):
             check_fraction(self.eta, "eta")
         if self.variance is not None:
             check_choice(self.variance, VARIANCES, "variance")
-        if self.method == "ddpm" and self.spacing != "uniform":
-            raise ValueError(f"method 'ddpm' visits every step; spacing={self.spacing!r} applies to 'ddim' and 'dpm-solver++'")
+        if self.method == "ddpm" and (self.spacing != "uniform" or self.num_steps is not None):
+            raise ValueError(
+                f"method 'ddpm' visits every one of the T steps, so num_steps must be None and spacing 'uniform' "
+                f"(got num_steps={self.num_steps!r}, spacing={self.spacing!r}); for fewer steps use method 'ddim'"
+            )
         if not isinstance(self.clip_x0, bool):
             raise ValueError(f"clip_x0 must be True or False, got {self.clip_x0!r}")
 
     def steps(self, T: int) -> list[int]:
         """The decreasing timesteps this spec visits for a schedule of ``T`` steps."""
-        if self.method == "ddpm" and self.num_steps not in (None, T):
-            raise ValueError(f"method 'ddpm' visits all {T} steps; for fewer use method 'ddim' (got num_steps={self.num_steps})")
         return timesteps(T, self.num_steps or T, self.spacing)
 
     def __str__(self) -> str:

@@ -127,3 +127,25 @@ def plot_losses(train_loss: Sequence[float], val_steps: Sequence[int] = (), val_
     ax.set_title("Training and validation loss")
     ax.legend()
     return ax
+
+
+#: One colour per digit 0-9: Paul Tol's "muted" scheme (distinct under the common colour-vision
+#: deficiencies) and a dark grey for the tenth.
+DIGIT_COLORS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "#44AA99", "#999933", "#AA4499", "#555555")
+
+
+def plot_tsne(points: np.ndarray, labels: Sequence[int], ax: plt.Axes, title: str | None = None, size: float = 3.0, legend: bool = True) -> plt.Axes:
+    """A 2-D embedding (N, 2), e.g. from t-SNE, one colour per digit (:data:`DIGIT_COLORS`), with a legend
+    outside the data. t-SNE axes have no units, so their ticks are hidden."""
+    points, labels = np.asarray(points), np.asarray(labels)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
+        raise ValueError(f"points must have shape (N, 2) with one label each, got {points.shape} and {len(labels)} labels")
+    for digit in range(10):
+        chosen = labels == digit
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=size, color=DIGIT_COLORS[digit], label=str(digit), linewidths=0, rasterized=True)
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    if legend:
+        ax.legend(title="digit", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3 / max(size, 0.1) * 2, fontsize=8, frameon=False)
+    return ax

@@ -155,7 +155,7 @@ def test_bad_inputs_name_the_argument():
 def test_non_finite_loss_stops_training_at_its_step():
     model = Autoencoder(SMALL)
     with torch.no_grad():
-        model.decoder[-1].bias.fill_(float("nan"))
+        model.decoder[-2].bias.fill_(float("nan"))
     with pytest.raises(ValueError, match="non-finite at step 0"):
         train_autoencoder(model, torch.zeros(2, 1, 16, 16), num_steps=2, batch_size=2,
                           generator=torch.Generator().manual_seed(0), progress=False)

@@ -19,5 +19,7 @@ def test_real_reference_and_sample_quality(cfg):
 
 def test_real_reference_needs_enough_images(cfg):
     images = dh.load_mnist("test", cfg).images[:50]
-    with pytest.raises(ValueError, match=r"num_samples \(100\) exceeds"):
-        dh.evaluation.real_reference(images, images, 100)
+    with pytest.raises(ValueError, match=r"num_samples \(200\) exceeds"):
+        dh.evaluation.real_reference(images, images, 200)
+    with pytest.raises(ValueError, match="must exceed the 128 feature dimensions"):
+        dh.evaluation.real_reference(images, images, 128)
