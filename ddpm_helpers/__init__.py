@@ -15,7 +15,7 @@ Anything else (a name starting with ``_``, or not listed here) is internal and m
 """
 
 from . import elbo, evaluation, latent, metrics
-from .autoencoder import AttentionResBlock, Autoencoder, AutoencoderConfig, ChannelAttention, train_autoencoder
+from .autoencoder import AttentionResBlock, Autoencoder, AutoencoderConfig, ChannelAttention, reconstruction_loss, train_autoencoder
 from .checkpoint import load_checkpoint, read_checkpoint, resume_or_init, save_checkpoint
 from .classifier import MNISTClassifier, classifier_card, load_classifier, train_classifier
 from .config import FULL, TINY, Config, DataConfig, DiffusionConfig, TrainConfig, load_config
@@ -44,7 +44,7 @@ __all__ = sorted([
     "ddpm_step", "describe_device", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
     "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
     "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "per_sample", "pick_device", "plot_losses", "plot_tsne",
-    "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint",
+    "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint", "reconstruction_loss",
     "resume_or_init", "sample", "save_checkpoint", "save_gif", "save_pretrained", "schedule_from_betas",
     "seed_everything", "show_images", "show_strip", "timestep_embedding", "timesteps", "to_model_range",
     "to_pixel_range", "train", "train_autoencoder", "train_classifier", "train_step", "validation_loss",

@@ -124,10 +124,9 @@ class Autoencoder(nn.Module):
 
     Encoder: 3×3 conv to channels[0]; per stage a residual block and a stride-2 3×3 conv to the
     next width (the last keeps channels[-1]); a residual block; a 1×1 conv to latent_channels.
-    The decoder mirrors it with nearest-neighbour ×2 upsampling and ends in tanh, so x̂ lies in
-    [-1, 1] like the images: MNIST is mostly background at exactly -1, and an output that can
-    saturate there reconstructs it exactly instead of with faint noise (which SSIM punishes hard
-    in flat regions).
+    The decoder mirrors it with nearest-neighbour ×2 upsampling and ends in one logit a per pixel;
+    :meth:`decode` maps it to x̂ = 2σ(a) − 1 in (-1, 1), and :func:`reconstruction_loss` compares
+    σ(a) with the pixel's intensity by cross-entropy.
     """
 
     def __init__(self, config: AutoencoderConfig):
@@ -157,7 +156,7 @@ class Autoencoder(nn.Module):
                 AttentionResBlock(next_width, **options),
             ]
             width = next_width
-        decoder += [nn.Conv2d(widths[0], config.in_channels, 3, padding=1), nn.Tanh()]
+        decoder.append(nn.Conv2d(widths[0], config.in_channels, 3, padding=1))
         self.decoder = nn.Sequential(*decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,8 +168,8 @@ class Autoencoder(nn.Module):
             raise ValueError(f"x must have shape (B, {', '.join(map(str, expected))}), got shape {tuple(x.shape)}")
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """x̂ = D(z). z: (B, *latent_shape) → x̂: (B, in_channels, image_size, image_size), unclamped."""
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's raw output a = D(z), one logit per pixel: x̂ = 2σ(a) − 1 (see :meth:`decode`)."""
         check_images(z, "z")
         expected = self.config.latent_shape
         if tuple(z.shape[1:]) != expected:
@@ -180,13 +179,27 @@ class Autoencoder(nn.Module):
             )
         return self.decoder(z)
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """x̂ = 2σ(D(z)) − 1 = tanh(D(z)/2), in (-1, 1) like the images.
+        z: (B, *latent_shape) → x̂: (B, in_channels, image_size, image_size)."""
+        return torch.tanh(self.decode_logits(z) / 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
 
-def reconstruction_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """L = mean over B, C, H, W of (D(E(x)) − x)², measured in [-1, 1]. x: (B, C, H, W) → scalar."""
-    return F.mse_loss(model(x), x)
+def reconstruction_loss(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy between each pixel's intensity p = (x + 1)/2 in [0, 1] and σ(a), a = D(E(x)):
+
+        L = mean over B, C, H, W of −[p log σ(a) + (1 − p) log(1 − σ(a))].
+
+    MNIST pixels are nearly all 0 or 1. Squared error through a squashing output stalls once the
+    output saturates at the background (its gradient carries the factor σ'(a) → 0), and without a
+    squashing output the background is reconstructed with faint noise; the cross-entropy's
+    gradient, σ(a) − p, does neither. Its minimum is the entropy of the grey pixels, not 0.
+    x: (B, C, H, W) in [-1, 1] → scalar.
+    """
+    return F.binary_cross_entropy_with_logits(model.decode_logits(model.encode(x)), (x + 1) / 2)
 
 
 def warmup_cosine_lr(step: int, *, num_steps: int, lr: float, warmup_steps: int) -> float:

@@ -62,7 +62,7 @@ def latent_scale(latents: torch.Tensor) -> float:
 def decode_latents(model: Autoencoder, z_scaled: torch.Tensor, scale: float, batch_size: int = 500) -> torch.Tensor:
     """x̂ = D(z_scaled / scale), in batches, without gradients and in eval mode.
 
-    z_scaled: (N, *latent_shape) → x̂: (N, C, H, W), float32 on the CPU, unclamped.
+    z_scaled: (N, *latent_shape) → x̂: (N, C, H, W), float32 on the CPU, in (-1, 1).
     The division is done in float64 and then rounded to the model's dtype, so latents scaled as
     ``z.double() * scale`` come back bit-for-bit as z. (In float32, (z·scale)/scale differs from z
     by one rounding in about one value in ten: harmless, but not exact.)
