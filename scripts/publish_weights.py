@@ -17,22 +17,14 @@ published model is loaded once more from there. A model of the same name is repl
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import ddpm_helpers as dh
+from ddpm_helpers.weights import sha256_of
 
 SUFFIXES = (".pt", ".json")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def shown(path: Path) -> str:
