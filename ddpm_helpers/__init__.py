@@ -30,7 +30,7 @@ from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_bet
 from .steps import STEPS, Step, ddim_sigma, ddim_step, ddpm_step, dpm_solver_step
 from .training import History, TrainState, drop_labels, init_train_state, learning_rate, train, train_step, validation_loss
 from .unet import UNet, UNetConfig, count_parameters
-from .viz import COLORS, DIGIT_COLORS, SCHEDULE_COLORS, image_grid, plot_losses, plot_tsne, save_gif, show_images, show_strip
+from .viz import COLORS, DIGIT_COLORS, SCHEDULE_COLORS, image_grid, plain_log_axis, plot_losses, plot_tsne, save_gif, show_images, show_strip
 from .weights import WEIGHTS_DIR
 
 __version__ = "0.2.0"
@@ -43,7 +43,7 @@ __all__ = sorted([
     "classifier_card", "cosine_alpha_bar", "cosine_betas", "count_parameters", "ddim_sigma", "ddim_step", "ddpm_loss",
     "ddpm_step", "describe_device", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
     "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
-    "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "per_sample", "pick_device", "plot_losses", "plot_tsne",
+    "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",
     "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint", "reconstruction_loss",
     "resume_or_init", "sample", "save_checkpoint", "save_gif", "save_pretrained", "schedule_from_betas",
     "seed_everything", "show_images", "show_strip", "timestep_embedding", "timesteps", "to_model_range",

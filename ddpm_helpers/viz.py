@@ -134,7 +134,7 @@ def plot_losses(train_loss: Sequence[float], val_steps: Sequence[int] = (), val_
 DIGIT_COLORS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "#44AA99", "#999933", "#AA4499", "#555555")
 
 
-def plot_tsne(points: np.ndarray, labels: Sequence[int], ax: plt.Axes, title: str | None = None, size: float = 3.0, legend: bool = True) -> plt.Axes:
+def plot_tsne(points: np.ndarray, labels: Sequence[int], ax: plt.Axes, title: str | None = None, size: float = 3.0, legend: bool = True, alpha: float = 1.0) -> plt.Axes:
     """A 2-D embedding (N, 2), e.g. from t-SNE, one colour per digit (:data:`DIGIT_COLORS`), with a legend
     outside the data. t-SNE axes have no units, so their ticks are hidden."""
     points, labels = np.asarray(points), np.asarray(labels)
@@ -142,10 +142,25 @@ def plot_tsne(points: np.ndarray, labels: Sequence[int], ax: plt.Axes, title: st
         raise ValueError(f"points must have shape (N, 2) with one label each, got {points.shape} and {len(labels)} labels")
     for digit in range(10):
         chosen = labels == digit
-        ax.scatter(points[chosen, 0], points[chosen, 1], s=size, color=DIGIT_COLORS[digit], label=str(digit), linewidths=0, rasterized=True)
+        ax.scatter(points[chosen, 0], points[chosen, 1], s=size, color=DIGIT_COLORS[digit], label=str(digit), linewidths=0, alpha=alpha, rasterized=True)
     ax.set_xticks([]), ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=10)
     if legend:
         ax.legend(title="digit", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3 / max(size, 0.1) * 2, fontsize=8, frameon=False)
+    return ax
+
+
+def plain_log_axis(ax: plt.Axes, axis: str = "y") -> plt.Axes:
+    """Put ``axis`` ("x" or "y") on a log scale with tick labels written as plain numbers (0.05, 2, 30)
+    rather than powers of ten such as 6 × 10⁰."""
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    target.set_minor_formatter(FuncFormatter(lambda value, _: ""))
     return ax

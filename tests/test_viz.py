@@ -65,3 +65,31 @@ def test_viz_bad_inputs():
         dh.save_gif([], "x.gif")
     with pytest.raises(ValueError, match="same length"):
         dh.show_strip([torch.zeros(1, 1, 4, 4)], ["a", "b"])
+
+
+def test_plot_tsne_colours_each_digit_and_keeps_the_legend_off_the_data():
+    import matplotlib.pyplot as plt
+
+    points, labels = np.random.default_rng(0).normal(size=(50, 2)), np.arange(50) % 10
+    _, ax = plt.subplots()
+    dh.plot_tsne(points, labels, ax, title="map")
+    collections = ax.collections
+    assert len(collections) == 10 and len(set(dh.DIGIT_COLORS)) == 10
+    assert [c.get_label() for c in collections] == [str(d) for d in range(10)]
+    assert ax.get_legend().get_bbox_to_anchor() is not None and not ax.get_xticks().size
+    with pytest.raises(ValueError, match=r"points must have shape \(N, 2\)"):
+        dh.plot_tsne(points[:, :1], labels, ax)
+
+
+def test_plain_log_axis_writes_plain_numbers():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3], [0.05, 2.0, 30.0])
+    dh.plain_log_axis(ax)
+    fig.canvas.draw()
+    assert ax.get_yscale() == "log"
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels and all("10^" not in t and "times" not in t for t in labels) and "2" in labels
+    with pytest.raises(ValueError, match="axis must be"):
+        dh.plain_log_axis(ax, "z")
