@@ -57,14 +57,29 @@ def check_range(x: torch.Tensor, name: str, value_range: tuple[float, float]) ->
             )
 
 
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Every value of ``x`` must be finite (NaN passes every range check, so it is checked apart)."""
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} must be finite, got {bad:,} NaN or infinite value(s) of {x.numel():,}")
+
+
 def check_data(items: torch.Tensor, space, name: str) -> None:
-    """``items`` must be (N, *space.shape) and, where the :class:`~ddpm_helpers.diffusion.DataSpace`
-    has a range, within it."""
+    """``items`` must be (N, *space.shape), finite and, where the :class:`~ddpm_helpers.diffusion.DataSpace`
+    has a range, within it. For a range that is symmetric about 0 (images in [-1, 1]), data with no
+    negative value at all is refused: that is the common mistake of passing [0, 1] images."""
     check_batch(items, name)
     if tuple(items.shape[1:]) != tuple(space.shape):
         raise ValueError(f"{name} must have shape (N, {', '.join(map(str, space.shape))}) for this data space, got {tuple(items.shape)}")
+    check_finite(items, name)
     if space.value_range is not None:
         check_range(items, name, space.value_range)
+        low, high = space.value_range
+        if low == -high and items.numel() > 1 and float(items.min()) >= 0:
+            raise ValueError(
+                f"{name} must lie in [{low:g}, {high:g}], but has no negative value at all (range [{float(items.min()):.3g}, "
+                f"{float(items.max()):.3g}]): these look like [0, 1] images; convert them with dh.to_model_range"
+            )
 
 
 def check_batch(x: torch.Tensor, name: str = "x") -> None:

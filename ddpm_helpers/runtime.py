@@ -11,6 +11,7 @@ import random
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -50,3 +51,28 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def all_average(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """Average the gradients and the loss over all processes in one all-reduce; returns the mean loss."""
+    _, size = world()
+    if size == 1:
+        return loss
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads] + [loss.detach().float().reshape(1)])
+    dist.all_reduce(flat)
+    flat /= size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+    return flat[-1]
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is true in any process, so that all processes stop at the same step."""
+    if world()[1] == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

@@ -8,6 +8,7 @@ Taught in: 04_training.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from .config import TrainConfig
 from .data import ImageSet
 from .diffusion import DataSpace, ddpm_loss
 from .ema import EMA
-from .runtime import world
+from .runtime import all_average, any_process, world
 from .schedules import NoiseSchedule
 
 
@@ -112,31 +113,6 @@ def learning_rate(step: int, config: TrainConfig, progress: float) -> float:
     return config.lr * min(warm, cool)
 
 
-def _average_across_processes(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    """Average the gradients and the loss over all processes in one all-reduce; returns the mean loss."""
-    _, size = world()
-    if size == 1:
-        return loss
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.flatten() for g in grads] + [loss.detach().float().reshape(1)])
-    dist.all_reduce(flat)
-    flat /= size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-    return flat[-1]
-
-
-def _any_process(flag: bool, device: torch.device) -> bool:
-    """True if ``flag`` is true in any process, so that all processes stop at the same step."""
-    if world()[1] == 1:
-        return flag
-    value = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
 def num_classes_of(model: nn.Module) -> int | None:
     """The number of classes of a conditional model (its null class has this index), else None."""
     return getattr(model, "num_classes", None)
@@ -188,14 +164,14 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
     optimizer.zero_grad(set_to_none=True)
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
-        mean_loss = _average_across_processes(model, loss)
+        mean_loss = all_average(model, loss)
         state.scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         state.scaler.step(optimizer)
         state.scaler.update()
     else:
         loss.backward()
-        mean_loss = _average_across_processes(model, loss)
+        mean_loss = all_average(model, loss)
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
     state.ema.update(model)
@@ -219,6 +195,23 @@ def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule
     loss = ddpm_loss(model, x0, schedule.to(device), t=t, eps=eps, y=y, loss_type=config.loss_type)
     model.train(was_training)
     return float(loss)
+
+
+def _record(history: History, pending: list[torch.Tensor], checkpoint_path: str | None) -> None:
+    """Move the pending losses into the history (one host sync) and stop at a non-finite one."""
+    if not pending:
+        return
+    losses = torch.stack(pending).tolist()
+    pending.clear()
+    first = len(history.train_loss)
+    history.train_loss.extend(losses)
+    bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
+    if bad is not None:
+        kept = f"the checkpoint at {checkpoint_path} holds the last good state" if checkpoint_path else "no checkpoint was written"
+        raise FloatingPointError(
+            f"the training loss became non-finite ({losses[bad]}) at step {first + bad + 1}; training stopped and {kept}. "
+            f"Check the data and the learning rate, then resume from the checkpoint."
+        )
 
 
 def train(
@@ -271,24 +264,20 @@ def train(
         state.elapsed = time.perf_counter() - started
         bar.update(1)
         if state.max_seconds is not None:
-            out_of_time = _any_process(state.elapsed >= state.max_seconds, device)
+            out_of_time = any_process(state.elapsed >= state.max_seconds, device)
         at_end = state.step == target or out_of_time
         if state.step % config.eval_every == 0 or at_end:
-            history.train_loss.extend(torch.stack(pending).tolist())
-            pending.clear()
+            _record(history, pending, checkpoint_path)
             if val_set is not None:
                 history.val_steps.append(state.step)
                 history.val_loss.append(validation_loss(state.model, val_set, schedule, config))
                 history.val_wall_time.append(state.elapsed)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
         if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or at_end):
-            if pending:
-                history.train_loss.extend(torch.stack(pending).tolist())
-                pending.clear()
+            _record(history, pending, checkpoint_path)
             if is_main:
                 save_checkpoint(checkpoint_path, state, schedule, config)
     bar.close()
-    if pending:
-        history.train_loss.extend(torch.stack(pending).tolist())
+    _record(history, pending, checkpoint_path)
     state.elapsed = time.perf_counter() - started
     return history

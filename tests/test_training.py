@@ -272,3 +272,29 @@ def test_training_uses_the_configured_memory_format(cfg):
         weight = next(p for p in state.model.parameters() if p.dim() == 4 and p.shape[1] > 1)
         assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
         assert state.device == torch.device("cpu")  # the model's own device
+
+
+@pytest.mark.parametrize(
+    "images,match",
+    [
+        (torch.full((4, 1, 32, 32), float("nan")), "must be finite, got 4,096 NaN or infinite"),
+        (torch.cat([torch.zeros(1, 1, 32, 32), torch.full((1, 1, 32, 32), float("inf"))]), "must be finite"),
+        (torch.rand(4, 1, 32, 32), r"no negative value at all .* dh.to_model_range"),  # [0, 1] images where [-1, 1] is expected
+    ],
+)
+def test_train_refuses_non_finite_data_and_zero_one_images(cfg, schedule, images, match):
+    with pytest.raises(ValueError, match=match):
+        dh.train(fresh_state(cfg), dh.ImageSet(images, torch.zeros(len(images), dtype=torch.long)), dh.MNIST_PIXELS, schedule, cfg.train, num_steps=1, progress=False)
+
+
+def test_training_stops_at_a_non_finite_loss_and_keeps_the_last_good_checkpoint(cfg, schedule, tmp_path):
+    train_set = dh.load_mnist("train", cfg, num_images=64)
+    state = fresh_state(cfg)
+    path = tmp_path / "run.pt"
+    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=2, checkpoint_path=path, progress=False)
+    good = dh.read_checkpoint(path, state.model, schedule, cfg.train)["step"]
+    with torch.no_grad():
+        next(state.model.parameters()).fill_(float("nan"))   # the weights break between two checkpoints
+    with pytest.raises(FloatingPointError, match=r"non-finite \(nan\) at step 3; training stopped and the checkpoint at .* holds the last good state"):
+        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=4, checkpoint_path=path, progress=False)
+    assert dh.read_checkpoint(path, state.model, schedule, cfg.train)["step"] == good == 2
