@@ -123,6 +123,9 @@ class Config:
 
     def __post_init__(self) -> None:
         check_choice(self.mode, tuple(PRESETS_NAMES), "mode")
+        for name, kind in (("data", DataConfig), ("unet", UNetConfig), ("diffusion", DiffusionConfig), ("train", TrainConfig), ("judge", SamplerSpec)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a dh.{kind.__name__}, got {type(getattr(self, name)).__name__}")
         for name in ("num_fid_samples", "sample_batch_size", "num_samples", "num_mc_samples"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.seed, "seed", minimum=0)

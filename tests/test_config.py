@@ -141,3 +141,10 @@ def test_seed_everything_returns_a_seeded_generator():
     a = dh.seed_everything(3)
     b = dh.seed_everything(3)
     assert a.initial_seed() == b.initial_seed() == 3
+
+
+def test_components_must_have_their_own_types():
+    with pytest.raises(ValueError, match="train must be a dh.TrainConfig, got dict"):
+        dh.TINY.replace(train={"lr": 1e-3})
+    with pytest.raises(ValueError, match="judge must be a dh.SamplerSpec, got str"):
+        dh.TINY.replace(judge="ddim-100")
