@@ -108,9 +108,11 @@ def check_timesteps(t: torch.Tensor, batch_size: int, T: int, name: str = "t", *
 
 
 def check_earlier(t_prev: torch.Tensor, t: torch.Tensor, name: str = "t_prev") -> None:
-    """``t_prev`` must have t's shape and satisfy −1 ≤ t_prev < t (−1: the clean image)."""
-    check_timesteps(t_prev, t.shape[0], int(torch.iinfo(torch.int64).max), name, low=-1)
-    if not _VALIDATED.get() and bool((t_prev >= t).any()):
+    """``t_prev`` must be an integer tensor of t's shape with −1 ≤ t_prev < t (−1: the clean data)."""
+    if not isinstance(t_prev, torch.Tensor) or t_prev.shape != t.shape or t_prev.is_floating_point() or t_prev.dtype == torch.bool:
+        got = f"{type(t_prev).__name__}" if not isinstance(t_prev, torch.Tensor) else f"shape {tuple(t_prev.shape)}, dtype {t_prev.dtype}"
+        raise ValueError(f"{name} must be an integer tensor of t's shape {tuple(t.shape)}, got {got}")
+    if t_prev.numel() and not _VALIDATED.get() and bool(((t_prev >= t) | (t_prev < -1)).any()):
         raise ValueError(f"{name} must satisfy -1 <= {name} < t, got {name}={t_prev.tolist()} for t={t.tolist()}")
 
 
