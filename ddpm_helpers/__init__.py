@@ -24,7 +24,7 @@ from .diffusion import MNIST_PIXELS, DataSpace, Posterior, ddpm_loss, posterior_
 from .ema import EMA
 from .layers import ResBlock, SelfAttention, WSConv2d, make_downsample, timestep_embedding
 from .pretrained import Pretrained, load_pretrained, pretrained_card, save_pretrained
-from .runtime import describe_device, pick_device, seed_everything
+from .runtime import describe_device, mixed_precision_dtype, pick_device, seed_everything
 from .samplers import SamplerSpec, SamplerState, guided_eps, iterate_sampler, sample, timesteps
 from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_betas, make_schedule, per_sample, schedule_from_betas
 from .steps import STEPS, Step, ddim_sigma, ddim_step, ddpm_step, dpm_solver_step
@@ -43,7 +43,7 @@ __all__ = sorted([
     "classifier_card", "cosine_alpha_bar", "cosine_betas", "count_parameters", "ddim_sigma", "ddim_step", "ddpm_loss",
     "ddpm_step", "describe_device", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
     "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
-    "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",
+    "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "mixed_precision_dtype", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",
     "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint", "reconstruction_loss",
     "resume_or_init", "sample", "save_checkpoint", "save_gif", "save_pretrained", "schedule_from_betas",
     "seed_everything", "show_images", "show_strip", "timestep_embedding", "timesteps", "to_model_range",

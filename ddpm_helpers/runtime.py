@@ -34,6 +34,18 @@ def describe_device(device: torch.device | str) -> str:
     return f"{device.type.upper()} ({threads} thread{'s' if threads != 1 else ''}, {platform.machine()})"
 
 
+def mixed_precision_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for training on ``device``: None on a CPU (no gain measured there), bfloat16
+    on GPUs with native bf16 arithmetic (compute capability 8.0 and up: A100, H100, RTX 30xx and later),
+    float16 with loss scaling on older ones. ``torch.cuda.is_bf16_supported()`` alone would say True on
+    a T4 (7.5) through emulation, where bf16 convolutions are slow."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (for code that uses global RNGs) and return a fresh CPU generator.
 

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .data import ImageSet
 from .diffusion import DataSpace, ddpm_loss
 from .ema import EMA
-from .runtime import all_average, any_process, world
+from .runtime import all_average, any_process, mixed_precision_dtype, world
 from .schedules import NoiseSchedule
 
 
@@ -81,7 +81,8 @@ def init_train_state(
     time budget, by ``max_seconds``; the learning-rate schedule spans that plan. The model's
     memory format becomes channels-last when ``config.channels_last`` (same numbers, faster on a
     CPU). The generator is seeded by ``config.seed``. Mixed precision applies on CUDA only: bf16
-    when the GPU supports it, else fp16 with a GradScaler. To continue a run, use
+    where the GPU computes it natively, else fp16 with a GradScaler (see
+    :func:`ddpm_helpers.runtime.mixed_precision_dtype`). To continue a run, use
     :func:`ddpm_helpers.checkpoint.load_checkpoint`.
     """
     if num_steps is not None and max_seconds is not None:
@@ -95,7 +96,7 @@ def init_train_state(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    use_fp16 = mixed_precision and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    use_fp16 = mixed_precision and mixed_precision_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
     generator = torch.Generator(device=device).manual_seed(config.seed)
     return TrainState(model, EMA(model, config.ema_decay), optimizer, scaler, generator, device, num_steps, max_seconds, mixed_precision)

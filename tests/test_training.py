@@ -298,3 +298,12 @@ def test_training_stops_at_a_non_finite_loss_and_keeps_the_last_good_checkpoint(
     with pytest.raises(FloatingPointError, match=r"non-finite \(nan\) at step 3; training stopped and the checkpoint at .* holds the last good state"):
         dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=4, checkpoint_path=path, progress=False)
     assert dh.read_checkpoint(path, state.model, schedule, cfg.train)["step"] == good == 2
+
+
+@pytest.mark.parametrize("capability,expected", [((6, 1), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_mixed_precision_uses_bf16_only_where_it_is_native(monkeypatch, capability, expected):
+    """A T4 (7.5) answers is_bf16_supported() with True through emulation; the trainer must pick fp16 there."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert dh.mixed_precision_dtype("cuda") == expected
+    assert dh.mixed_precision_dtype("cpu") is None
