@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import ConfigMixin, check_images, check_positive_int
+from .checks import ConfigMixin, check_finite, check_fraction, check_images, check_positive_int, check_range
 
 
 class ChannelAttention(nn.Module):
@@ -231,18 +231,14 @@ def train_autoencoder(
     check_positive_int(num_steps, "num_steps")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(warmup_steps, "warmup_steps", minimum=0)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    check_fraction(lr, "lr", high=float("inf"), include_low=False)
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     check_images(images, "images")
     if images.shape[0] == 0:
         raise ValueError(f"images must hold at least one image, got shape {tuple(images.shape)}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError("images must be finite, got NaN or infinite values")
-    low, high = float(images.min()), float(images.max())
-    if low < -1 - 1e-4 or high > 1 + 1e-4:
-        raise ValueError(f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]")
+    check_finite(images, "images")
+    check_range(images, "images", (-1.0, 1.0))
 
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)

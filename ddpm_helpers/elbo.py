@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.special import log_ndtr
 
-from .checks import check_images, check_timesteps
+from .checks import check_images, check_positive_int, check_timesteps
 from .diffusion import MNIST_PIXELS, posterior_mean_var, predict_x0, q_sample
 from .schedules import NoiseSchedule, per_sample
 from .steps import VARIANCES
@@ -183,11 +183,6 @@ def _terms_for_pairs(model, x0, image, t, schedule, variance, y, generator, batc
     return torch.cat(parts) if parts else x0.new_zeros(0)
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
-
 def vlb_table(
     model: nn.Module,
     x0: torch.Tensor,
@@ -204,7 +199,7 @@ def vlb_table(
     Column j holds :func:`vlb_terms` at t = timesteps[j], each with its own draw of x_t. Images and
     timesteps are packed into network batches of ``batch_size``; no gradients. Taught in: 02_elbo.
     """
-    _check_batch_size(batch_size)
+    check_positive_int(batch_size, "batch_size")
     check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
     num_images = x0.shape[0]
     if timesteps is None:
@@ -245,7 +240,7 @@ def nll_bits_per_dim(
     eval mode. x0: (B, C, H, W) in [-1, 1] on the 256-level grid. Taught in: 02_elbo.
     """
     check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
-    _check_batch_size(batch_size)
+    check_positive_int(batch_size, "batch_size")
     if num_timesteps is not None and (isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 1):
         raise ValueError(f"num_timesteps must be None (all T terms) or a positive int, got {num_timesteps!r}")
     num_images, T = x0.shape[0], schedule.T

@@ -17,12 +17,7 @@ import math
 import torch
 
 from .autoencoder import Autoencoder, AutoencoderConfig
-from .checks import check_images
-
-
-def _check_batch_size(batch_size: object) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+from .checks import check_images, check_positive_int
 
 
 def encode_images(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -31,7 +26,7 @@ def encode_images(model: Autoencoder, images: torch.Tensor, batch_size: int = 50
     images: (N, C, H, W) in [-1, 1] → z: (N, *model.config.latent_shape), float32 on the CPU.
     """
     check_images(images, "images")
-    _check_batch_size(batch_size)
+    check_positive_int(batch_size, "batch_size")
     parameter = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -68,7 +63,7 @@ def decode_latents(model: Autoencoder, z_scaled: torch.Tensor, scale: float, bat
     by one rounding in about one value in ten: harmless, but not exact.)
     """
     check_images(z_scaled, "z_scaled")
-    _check_batch_size(batch_size)
+    check_positive_int(batch_size, "batch_size")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive finite number (from latent_scale), got {scale!r}")
     parameter = next(model.parameters())

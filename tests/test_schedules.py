@@ -90,3 +90,19 @@ def test_per_sample_reads_a_table_at_each_samples_timestep():
         scaled = values * torch.ones(shape)
         for i in range(3):
             assert bool((scaled[i] == s.betas[t[i]]).all())
+
+
+def test_data_of_scale_sigma_shifts_every_log_snr_by_two_log_sigma():
+    """Chapter 6: for x0 with standard deviation sigma, x_t's signal-to-noise ratio is
+    alpha_bar sigma^2 / (1 - alpha_bar), i.e. log SNR + 2 log sigma (why latents are scaled)."""
+    schedule, sigma = dh.make_schedule("linear", 1000), 2.69
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([100, 259, 454, 800]).repeat_interleave(20_000)
+    x0, eps = sigma * torch.randn(len(t), 1, generator=g), torch.randn(len(t), 1, generator=g)
+    x_t = dh.q_sample(x0, t, eps, schedule)
+    signal = dh.per_sample(schedule.sqrt_alpha_bars[t], 2) * x0
+    for k, value in enumerate((100, 259, 454, 800)):
+        part = slice(20_000 * k, 20_000 * (k + 1))
+        measured = torch.log(signal[part].var() / (x_t[part] - signal[part]).var())
+        expected = schedule.log_snr[value] + 2 * math.log(sigma)
+        assert abs(float(measured - expected)) < 0.05   # Monte Carlo: 20,000 draws, each variance to about 1%
