@@ -29,9 +29,12 @@ def parser(description: str, sizes: dict[str, dict]) -> argparse.ArgumentParser:
     return p
 
 
-def setup(description: str, sizes: dict[str, dict]) -> tuple[argparse.Namespace, dict, torch.device, "dh.Config"]:
-    """Parse the arguments; return them, the chosen size's settings, the device and the book's full config."""
-    args = parser(description, sizes).parse_args()
+def setup(description: str, sizes: dict[str, dict], extra: Callable[[argparse.ArgumentParser], object] | None = None) -> tuple[argparse.Namespace, dict, torch.device, "dh.Config"]:
+    """Parse the arguments (``extra`` adds a script's own); return them, the chosen size's settings, the device and the book's full config."""
+    p = parser(description, sizes)
+    if extra is not None:
+        extra(p)
+    args = p.parse_args()
     return args, sizes[args.size], dh.pick_device(args.device), dh.FULL
 
 

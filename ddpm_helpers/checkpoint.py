@@ -22,7 +22,8 @@ from .weights import read_weights, write_atomic
 def _identity(model: nn.Module, schedule: NoiseSchedule, config: TrainConfig) -> dict:
     """What a checkpoint must agree on: the network's config, the diffusion and the loss."""
     network = model.config.to_dict() if hasattr(model, "config") else {"class": type(model).__name__}
-    return {"network": network, "schedule": schedule.name, "T": schedule.T, "loss_type": config.loss_type}
+    return {"network": network, "schedule": schedule.name, "T": schedule.T, "loss_type": config.loss_type,
+            "prediction": config.prediction, "loss_weighting": config.loss_weighting, "min_snr_gamma": config.min_snr_gamma}
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainState, schedule: NoiseSchedule, config: TrainConfig) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .checks import ConfigMixin, check_choice, check_fraction, check_positive_int, config_to_dict
-from .diffusion import LOSS_TYPES
+from .diffusion import LOSS_TYPES, LOSS_WEIGHTINGS, PREDICTIONS
 from .samplers import SamplerSpec
 from .schedules import SCHEDULES
 from .unet import UNetConfig
@@ -84,6 +84,9 @@ class TrainConfig(ConfigMixin):
     ema_decay: float = 0.995
     grad_clip: float = 1.0  # the largest gradient norm
     loss_type: str = "l2"
+    prediction: str = "eps"  # what the network learns to output: "eps" or "v" (see diffusion.v_target)
+    loss_weighting: str = "uniform"  # or "min_snr": min(SNR, gamma) / SNR per timestep (diffusion.loss_weights)
+    min_snr_gamma: float = 5.0
     label_dropout: float = 0.1  # conditional models: share of labels replaced by the null class
     eval_every: int = 250
     checkpoint_every: int = 500
@@ -101,6 +104,9 @@ class TrainConfig(ConfigMixin):
         check_fraction(self.grad_clip, "train.grad_clip", low=0.0, high=float("inf"), include_low=False)
         check_fraction(self.label_dropout, "train.label_dropout", include_high=False)
         check_choice(self.loss_type, LOSS_TYPES, "train.loss_type")
+        check_choice(self.prediction, PREDICTIONS, "train.prediction")
+        check_choice(self.loss_weighting, LOSS_WEIGHTINGS, "train.loss_weighting")
+        check_fraction(self.min_snr_gamma, "train.min_snr_gamma", low=0.0, high=float("inf"), include_low=False)
         if not isinstance(self.channels_last, bool):
             raise ValueError(f"train.channels_last must be True or False, got {self.channels_last!r}")
 

@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_batch, check_same_shape, check_timesteps
+from .checks import check_batch, check_choice, check_fraction, check_same_shape, check_timesteps
 from .schedules import NoiseSchedule, per_sample
 
 LOSS_TYPES = ("l2", "l1")
+PREDICTIONS = ("eps", "v")  # what the network outputs: the noise, or v = √ᾱ·eps − √(1 − ᾱ)·x0
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 
 class DataSpace(NamedTuple):
@@ -68,6 +70,61 @@ def predict_eps(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, schedule: 
     ) / per_sample(schedule.sqrt_one_minus_alpha_bars[t], x_t.ndim)
 
 
+def v_target(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """The velocity v = √ᾱ_t · eps − √(1 − ᾱ_t) · x0 (Salimans & Ho 2022), the target of a
+    v-predicting network. Shapes as in :func:`q_sample`. Taught in: 04_training."""
+    check_same_shape(x0, eps, "x0", "eps")
+    check_timesteps(t, x0.shape[0], schedule.T)
+    return (
+        per_sample(schedule.sqrt_alpha_bars[t], x0.ndim) * eps
+        - per_sample(schedule.sqrt_one_minus_alpha_bars[t], x0.ndim) * x0
+    )
+
+
+def eps_from_v(x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """The noise a v-prediction implies: eps = √ᾱ_t · v + √(1 − ᾱ_t) · x_t (since ᾱ + (1 − ᾱ) = 1).
+
+    Every sampler in this package takes eps; :class:`EpsFromV` applies this to a v-network."""
+    check_same_shape(x_t, v, "x_t", "v")
+    check_timesteps(t, x_t.shape[0], schedule.T)
+    return (
+        per_sample(schedule.sqrt_alpha_bars[t], x_t.ndim) * v
+        + per_sample(schedule.sqrt_one_minus_alpha_bars[t], x_t.ndim) * x_t
+    )
+
+
+class EpsFromV(nn.Module):
+    """A v-predicting network seen as an eps-network: ``EpsFromV(net, schedule)(x_t, t, y)`` is
+    :func:`eps_from_v` of ``net(x_t, t, y)``, so the samplers, the ELBO and guidance use it unchanged."""
+
+    def __init__(self, model: nn.Module, schedule: NoiseSchedule) -> None:
+        super().__init__()
+        self.model = model
+        self.schedule = schedule
+        if hasattr(model, "num_classes"):
+            self.num_classes = model.num_classes
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return eps_from_v(x_t, t, self.model(x_t, t, y), self.schedule.to(x_t.device))
+
+
+def loss_weights(t: torch.Tensor, schedule: NoiseSchedule, *, prediction: str = "eps", weighting: str = "uniform", min_snr_gamma: float = 5.0) -> torch.Tensor:
+    """The weight of each timestep's loss, (B,) float32.
+
+    "uniform": 1. "min_snr" (Hang et al. 2023): the eps-loss weighted by min(SNR_t, γ) / SNR_t, so
+    nearly clean steps (large SNR) stop dominating the gradient; for a v-network, whose squared
+    error is the eps error times (SNR_t + 1) / SNR_t, the same weighting is min(SNR_t, γ) / (SNR_t + 1).
+    """
+    check_choice(prediction, PREDICTIONS, "prediction")
+    check_choice(weighting, LOSS_WEIGHTINGS, "weighting")
+    if weighting == "uniform":
+        return torch.ones(t.shape, device=t.device)
+    check_fraction(min_snr_gamma, "min_snr_gamma", high=float("inf"), include_low=False)
+    snr = schedule.snr()[t]
+    weight = snr.clamp(max=min_snr_gamma) / (snr if prediction == "eps" else snr + 1)
+    return weight.float()
+
+
 class Posterior(NamedTuple):
     """Mean and variance of the Gaussian q(x_{t-1} | x_t, x_0)."""
 
@@ -100,6 +157,9 @@ def ddpm_loss(
     eps: torch.Tensor | None = None,
     y: torch.Tensor | None = None,
     loss_type: str = "l2",
+    prediction: str = "eps",
+    weighting: str = "uniform",
+    min_snr_gamma: float = 5.0,
     generator: torch.Generator | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
@@ -109,12 +169,16 @@ def ddpm_loss(
     fix them, e.g. for a validation loss that does not jitter), forms x_t with
     :func:`q_sample` and compares the model's prediction with eps by ``loss_type`` "l2" (squared
     error) or "l1" (absolute error). ``reduction="none"`` returns one loss per image, (B,).
+    ``prediction="v"`` trains the network to output :func:`v_target` instead of eps; ``weighting``
+    scales each image's loss by :func:`loss_weights` of its t.
     x0: (B, ...) data of any shape (images in [-1, 1], or latents); y: optional (B,) class labels.
     The data's range is checked where it enters training (:func:`ddpm_helpers.training.train`),
     not here. Taught in: 04_training.
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    check_choice(prediction, PREDICTIONS, "prediction")
+    check_choice(weighting, LOSS_WEIGHTINGS, "weighting")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     check_batch(x0, "x0")
@@ -123,8 +187,10 @@ def ddpm_loss(
     if eps is None:
         eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     x_t = q_sample(x0, t, eps, schedule)
-    eps_hat = model(x_t, t, y)
-    error = eps_hat.float() - eps
+    target = eps if prediction == "eps" else v_target(x0, t, eps, schedule)
+    error = model(x_t, t, y).float() - target
     per_element = error.square() if loss_type == "l2" else error.abs()
     per_image = per_element.flatten(1).mean(dim=1)
+    if weighting != "uniform":
+        per_image = per_image * loss_weights(t, schedule, prediction=prediction, weighting=weighting, min_snr_gamma=min_snr_gamma)
     return per_image.mean() if reduction == "mean" else per_image

@@ -114,6 +114,11 @@ def learning_rate(step: int, config: TrainConfig, progress: float) -> float:
     return config.lr * min(warm, cool)
 
 
+def loss_options(config: TrainConfig) -> dict:
+    """The keyword arguments of :func:`~ddpm_helpers.diffusion.ddpm_loss` that ``config`` decides."""
+    return {"loss_type": config.loss_type, "prediction": config.prediction, "weighting": config.loss_weighting, "min_snr_gamma": config.min_snr_gamma}
+
+
 def num_classes_of(model: nn.Module) -> int | None:
     """The number of classes of a conditional model (its null class has this index), else None."""
     return getattr(model, "num_classes", None)
@@ -161,7 +166,7 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
         group["lr"] = learning_rate(state.step, config, state.progress)
     dtype = state.autocast_dtype
     with torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
-        loss = ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], loss_type=config.loss_type)
+        loss = ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], **loss_options(config))
     optimizer.zero_grad(set_to_none=True)
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
@@ -193,7 +198,7 @@ def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule
     y = val_set.labels[: config.num_val_loss_images].to(device) if num_classes_of(model) is not None else None
     was_training = model.training
     model.eval()
-    loss = ddpm_loss(model, x0, schedule.to(device), t=t, eps=eps, y=y, loss_type=config.loss_type)
+    loss = ddpm_loss(model, x0, schedule.to(device), t=t, eps=eps, y=y, **loss_options(config))
     model.train(was_training)
     return float(loss)
 

@@ -87,6 +87,54 @@ def test_loss_is_zero_for_an_oracle_and_l1_differs_from_l2(schedule):
     assert per_image.shape == (8,)
 
 
+def test_v_prediction_round_trips_and_its_loss_is_the_eps_loss_reweighted(schedule):
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.rand((8, 1, 8, 8), generator=g) * 2 - 1
+    t = torch.tensor([0, 1, 10, 100, 400, 700, 998, 999])
+    eps = torch.randn(x0.shape, generator=g)
+    x_t = dh.q_sample(x0, t, eps, schedule)
+    v = dh.v_target(x0, t, eps, schedule)
+    torch.testing.assert_close(dh.eps_from_v(x_t, t, v, schedule), eps, atol=1e-5, rtol=0)
+    # v = sqrt(ab) eps - sqrt(1-ab) x0 has unit variance for unit-variance x0 and eps
+    ab = schedule.alpha_bars[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(v, ab.sqrt() * eps - (1 - ab).sqrt() * x0)
+    # a v-network's squared error is its implied eps error times (SNR + 1) / SNR = 1 / alpha_bar
+    v_net = lambda x_t, t, y: v + 0.1  # noqa: E731
+    v_loss = dh.ddpm_loss(v_net, x0, schedule, t=t, eps=eps, prediction="v", reduction="none")
+    eps_loss = dh.ddpm_loss(dh.EpsFromV(v_net, schedule), x0, schedule, t=t, eps=eps, reduction="none")
+    torch.testing.assert_close(v_loss, eps_loss / schedule.alpha_bars[t].float(), rtol=1e-4, atol=1e-6)
+
+
+def test_min_snr_weights_cap_the_snr_at_gamma(schedule):
+    t = torch.tensor([0, 50, 200, 500, 999])
+    snr = schedule.snr()[t].float()
+    eps_w = dh.loss_weights(t, schedule, weighting="min_snr", min_snr_gamma=5.0)
+    torch.testing.assert_close(eps_w, torch.minimum(snr, torch.tensor(5.0)) / snr)
+    assert eps_w[-1] == 1.0 and eps_w[0] < 1e-3  # noisy steps keep full weight, nearly clean ones are damped
+    v_w = dh.loss_weights(t, schedule, prediction="v", weighting="min_snr", min_snr_gamma=5.0)
+    torch.testing.assert_close(v_w, torch.minimum(snr, torch.tensor(5.0)) / (snr + 1))
+    assert torch.equal(dh.loss_weights(t, schedule), torch.ones(5))
+    g = torch.Generator().manual_seed(7)
+    x0 = torch.rand((5, 1, 4, 4), generator=g) * 2 - 1
+    eps = torch.randn(x0.shape, generator=g)
+    zero = lambda x_t, t, y: torch.zeros_like(x_t)  # noqa: E731
+    weighted = dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps, weighting="min_snr", reduction="none")
+    torch.testing.assert_close(weighted, eps.square().flatten(1).mean(1) * eps_w)
+    with pytest.raises(ValueError, match="weighting"):
+        dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps, weighting="snr")
+    with pytest.raises(ValueError, match="prediction"):
+        dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps, prediction="x0")
+
+
+def test_eps_from_v_module_keeps_the_class_count(schedule, tiny_unet):
+    wrapped = dh.EpsFromV(tiny_unet, schedule)
+    assert getattr(wrapped, "num_classes", None) == getattr(tiny_unet, "num_classes", None)
+    x = torch.randn(2, 1, 32, 32)
+    t = torch.tensor([3, 900])
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x, t), dh.eps_from_v(x, t, tiny_unet(x, t), schedule))
+
+
 def test_the_process_works_on_items_of_any_shape_and_range(schedule):
     """Latents (4×8×8, unbounded) and vectors diffuse like images: each table is read per sample."""
     g = torch.Generator().manual_seed(6)

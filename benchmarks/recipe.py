@@ -1,0 +1,114 @@
+"""One training recipe against the clock: train the book's unconditional model with some settings
+changed, and judge its EMA weights at fixed minutes of training time.
+
+Each lever of the recipe search (``benchmarks/results/recipe-cpu.md``) is one run of this script
+with the same seed, data and network, changed only by ``--set``. The run is planned by time
+(``--minutes``: its learning rate cools down over the end of that budget) or by steps (``--steps``,
+as the book's recipe before this search was). At each minute of ``--eval-at`` and at the end, the
+EMA weights draw ``--samples`` images with the book's judging sampler (``cfg.judge``); the MNIST
+classifier scores them (FID against as many real test images, the share recognised with p ≥ 0.9,
+the rarest digit's share). Evaluation time is not training time. Needs the MNIST training set.
+
+    DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/recipe.py --name min_snr \\
+        --set train.loss_weighting=min_snr --minutes 15 --eval-at 5 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from common import RESULTS, dh, save
+from time_to_quality import real_reference
+
+PROBE_STEPS = 10  # steps that measure the speed before the first jump towards an evaluation minute
+
+
+def parse_changes(pairs: list[str]) -> dict[str, dict[str, object]]:
+    """``["train.lr=0.003", "diffusion.schedule=cosine"]`` → ``{"train": {"lr": 0.003}, "diffusion": {...}}``."""
+    changes: dict[str, dict[str, object]] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        component, _, field = key.partition(".")
+        if not field or not text:
+            raise SystemExit(f"--set takes component.field=value, e.g. train.lr=0.003; got {pair!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        changes.setdefault(component, {})[field] = value
+    return changes
+
+
+def configure(changes: dict[str, dict[str, object]]) -> dh.Config:
+    cfg = dh.FULL
+    for component, fields in changes.items():
+        cfg = cfg.replace(**{component: getattr(cfg, component).replace(**fields)})
+    return cfg
+
+
+def train_to(state: dh.TrainState, seconds: float, train_set, schedule, cfg) -> None:
+    """Train until ``seconds`` of training time have passed or the run's plan ends."""
+    plan = state.num_steps if state.num_steps is not None else float("inf")
+    if state.max_seconds is not None:
+        seconds = min(seconds, state.max_seconds)
+    while state.elapsed < seconds and state.step < plan:
+        more = PROBE_STEPS if state.step == 0 else max(1, round((seconds - state.elapsed) * state.step / state.elapsed))
+        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=int(min(plan, state.step + more)), progress=False)
+        if state.max_seconds is not None and state.elapsed >= state.max_seconds:
+            break
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--name", required=True, help="the run's name: results go to recipe_<name>-<device>.json")
+    p.add_argument("--set", dest="changes", action="append", default=[], metavar="component.field=value")
+    plan = p.add_mutually_exclusive_group(required=True)
+    plan.add_argument("--minutes", type=float, help="plan the run by training time")
+    plan.add_argument("--steps", type=int, help="plan the run by optimiser steps")
+    p.add_argument("--eval-at", type=float, nargs="*", default=[], help="minutes of training at which to judge, besides the end")
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--device", default=None)
+    p.add_argument("--results", type=__import__("pathlib").Path, default=RESULTS)
+    args = p.parse_args()
+    args.size = f"{args.minutes} min" if args.minutes else f"{args.steps} steps"
+
+    cfg = configure(parse_changes(args.changes))
+    device = dh.pick_device(args.device)
+    train_set, reference = real_reference(cfg, args.samples, device)
+    train_set = dh.ImageSet(train_set.images.to(device), train_set.labels.to(device))
+    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)
+    torch.manual_seed(cfg.seed)
+    model = dh.UNet(cfg.unet).to(device)
+    plan_kwargs = {"max_seconds": 60 * args.minutes} if args.minutes else {"num_steps": args.steps}
+    state = dh.init_train_state(model, cfg.train, **plan_kwargs)
+
+    rows = []
+    for minutes in sorted(args.eval_at) + [float("inf")]:
+        train_to(state, 60 * minutes, train_set, schedule, cfg)
+        judged = state.ema.model if cfg.train.prediction == "eps" else dh.EpsFromV(state.ema.model, schedule)
+        start = time.perf_counter()
+        report, _ = dh.evaluation.sample_quality(judged, schedule, reference, cfg.judge, seed=cfg.seed, batch_size=cfg.sample_batch_size)
+        rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "fid": round(report.fid, 2),
+                     "confident_fraction": round(report.confident_fraction, 4), "min_class_share": report.min_class_share,
+                     "class_shares": report.class_shares, "images_per_second": round(state.step * cfg.train.batch_size / state.elapsed, 1),
+                     "sampling_seconds": round(time.perf_counter() - start, 1)})
+        print(f"{rows[-1]['train_minutes']:6.2f} min, {state.step:6d} steps: FID {report.fid:6.2f}, "
+              f"confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
+        if state.step == state.num_steps or (state.max_seconds is not None and state.elapsed >= state.max_seconds):
+            break
+    results = {"name": args.name, "changes": args.changes, "config": cfg.to_dict(), "sampler": str(cfg.judge),
+               "num_samples": args.samples, "fid_floor": round(reference.fid_floor, 2),
+               "num_train_images": len(train_set.labels), "checkpoints": rows}
+    last = rows[-1]
+    summary = (f"recipe {args.name} on {dh.describe_device(device)}: {last['train_minutes']:.1f} min, {last['steps']} steps: "
+               f"FID {last['fid']:.2f} (floor {reference.fid_floor:.2f}, n={args.samples}), "
+               f"{last['confident_fraction']:.1%} confident, rarest digit {last['min_class_share']:.1%}")
+    save(f"recipe_{args.name}", device, args, results, summary)
+
+
+if __name__ == "__main__":
+    main()
