@@ -14,7 +14,7 @@ Chapters import it as ``import ddpm_helpers as dh``. The rule for what lives whe
 Anything else (a name starting with ``_``, or not listed here) is internal and may change.
 """
 
-from . import elbo, evaluation, latent, metrics
+from . import elbo, evaluation, interactive, latent, metrics
 from .autoencoder import AttentionResBlock, Autoencoder, AutoencoderConfig, ChannelAttention, reconstruction_loss, train_autoencoder
 from .checkpoint import load_checkpoint, read_checkpoint, resume_or_init, save_checkpoint
 from .classifier import MNISTClassifier, classifier_card, load_classifier, train_classifier
@@ -27,7 +27,7 @@ from .pretrained import Pretrained, load_pretrained, pretrained_card, save_pretr
 from .runtime import describe_device, mixed_precision_dtype, pick_device, seed_everything
 from .samplers import SamplerSpec, SamplerState, guided_eps, iterate_sampler, sample, timesteps
 from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_betas, make_schedule, per_sample, schedule_from_betas
-from .steps import STEPS, Step, ddim_sigma, ddim_step, ddpm_step, dpm_solver_step
+from .steps import STEPS, Step, ddim_sigma, ddim_step, ddpm_step, dpm_solver_sde_step, dpm_solver_step
 from .training import History, TrainState, drop_labels, init_train_state, learning_rate, train, train_step, validation_loss
 from .unet import UNet, UNetConfig, count_parameters
 from .viz import COLORS, DIGIT_COLORS, SCHEDULE_COLORS, image_grid, plain_log_axis, plot_losses, plot_tsne, save_gif, show_images, show_strip
@@ -41,7 +41,7 @@ __all__ = sorted([
     "NoiseSchedule", "Posterior", "Pretrained", "ResBlock", "SCHEDULE_COLORS", "STEPS", "SamplerSpec", "SamplerState",
     "SelfAttention", "Step", "TINY", "TrainConfig", "TrainState", "UNet", "UNetConfig", "WEIGHTS_DIR", "WSConv2d",
     "classifier_card", "cosine_alpha_bar", "cosine_betas", "count_parameters", "ddim_sigma", "ddim_step", "ddpm_loss",
-    "ddpm_step", "describe_device", "eps_from_v", "loss_weights", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
+    "ddpm_step", "describe_device", "eps_from_v", "loss_weights", "dpm_solver_sde_step", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
     "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
     "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "mixed_precision_dtype", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",
     "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint", "reconstruction_loss",
@@ -50,4 +50,4 @@ __all__ = sorted([
     "to_pixel_range", "train", "train_autoencoder", "train_classifier", "train_step", "v_target", "validation_loss",
 ])
 
-SUBMODULES = ("elbo", "evaluation", "latent", "metrics")
+SUBMODULES = ("elbo", "evaluation", "interactive", "latent", "metrics")

@@ -20,7 +20,8 @@ from .diffusion import DataSpace
 from .schedules import NoiseSchedule
 from .steps import OPTIONS, STEPS, VARIANCES
 
-SPACINGS = ("uniform", "quadratic")
+SPACINGS = ("uniform", "quadratic", "log_snr", "karras")
+KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,10 @@ class SamplerSpec(ConfigMixin):
         if not isinstance(self.clip_x0, bool):
             raise ValueError(f"clip_x0 must be True or False, got {self.clip_x0!r}")
 
-    def steps(self, T: int) -> list[int]:
-        """The decreasing timesteps this spec visits for a schedule of ``T`` steps."""
-        return timesteps(T, self.num_steps or T, self.spacing)
+    def steps(self, T: int, schedule: NoiseSchedule | None = None) -> list[int]:
+        """The decreasing timesteps this spec visits for a schedule of ``T`` steps (the noise-level
+        spacings need the ``schedule`` itself)."""
+        return timesteps(T, self.num_steps or T, self.spacing, schedule=schedule)
 
     def __str__(self) -> str:
         options = "".join(f" {k}={v}" for k, v in (("eta", self.eta), ("variance", self.variance)) if v is not None)
@@ -67,12 +69,16 @@ class SamplerSpec(ConfigMixin):
         return f"{self.method}-{self.num_steps or 'T'}{options}{spacing}{'' if self.clip_x0 else ' unclipped'}"
 
 
-def timesteps(T: int, num_steps: int, spacing: str = "uniform") -> list[int]:
+def timesteps(T: int, num_steps: int, spacing: str = "uniform", *, schedule: NoiseSchedule | None = None) -> list[int]:
     """Decreasing 0-based timesteps to visit, from T−1 down to 0.
 
-    ``uniform``: evenly spaced; ``quadratic``: denser near t = 0 (Song et al. 2021).
-    With ``num_steps == T`` both give T−1, T−2, ..., 0; with one step, [T−1]: a single jump
-    from pure noise to the end.
+    ``uniform``: evenly spaced in t; ``quadratic``: denser near t = 0 (Song et al. 2021). Two
+    spacings follow the noise level instead of the index, so they need the ``schedule``:
+    ``log_snr`` is evenly spaced in λ = log(ᾱ/(1 − ᾱ)); ``karras`` in σ^(1/ρ) with
+    σ = √((1 − ᾱ)/ᾱ) and ρ = 7 (Karras et al. 2022, eq. 5), denser still at low noise. Both take
+    the index whose λ is nearest to each target, moved up to the next free index where two meet.
+    With ``num_steps == T`` every spacing gives T−1, T−2, ..., 0; with one step, [T−1]: a single
+    jump from pure noise to the end.
     """
     check_positive_int(num_steps, "num_steps")
     if num_steps > T:
@@ -80,6 +86,8 @@ def timesteps(T: int, num_steps: int, spacing: str = "uniform") -> list[int]:
     check_choice(spacing, SPACINGS, "spacing")
     if num_steps == 1:
         return [T - 1]
+    if spacing in ("log_snr", "karras"):
+        return _noise_level_steps(T, num_steps, spacing, schedule)
     if spacing == "uniform":
         values = torch.linspace(0, T - 1, num_steps, dtype=torch.float64).round().long()
     else:
@@ -88,6 +96,25 @@ def timesteps(T: int, num_steps: int, spacing: str = "uniform") -> list[int]:
     if len(steps) != num_steps:
         raise ValueError(f"{num_steps} {spacing} steps over T={T} collide; use fewer steps or uniform spacing")
     return steps
+
+
+def _noise_level_steps(T: int, num_steps: int, spacing: str, schedule: NoiseSchedule | None) -> list[int]:
+    if schedule is None or schedule.T != T:
+        raise ValueError(f"spacing {spacing!r} places steps by noise level, so it needs the schedule (of T={T} steps), got {schedule!r}")
+    log_snr = schedule.log_snr.double().cpu()  # decreasing in t
+    low, high = float(log_snr[-1]), float(log_snr[0])
+    if spacing == "log_snr":
+        targets = torch.linspace(high, low, num_steps, dtype=torch.float64)
+    else:  # σ = e^{−λ/2}, evenly spaced in σ^(1/ρ) from σ_min to σ_max
+        ends = torch.tensor([high, low], dtype=torch.float64).mul(-0.5).exp().pow(1 / KARRAS_RHO)
+        targets = torch.linspace(float(ends[0]), float(ends[1]), num_steps, dtype=torch.float64).pow(KARRAS_RHO).log().mul(-2.0)
+    indices = (log_snr[None, :] - targets[:, None]).abs().argmin(dim=1).tolist()  # increasing in t
+    for i in range(1, num_steps):  # where two targets share an index, take the next one
+        indices[i] = max(indices[i], indices[i - 1] + 1)
+    indices[-1] = T - 1  # the targets run from λ_0 to λ_{T−1}; the last may have been pushed past it
+    for i in range(num_steps - 2, -1, -1):  # so push back down where that made room short
+        indices[i] = min(indices[i], indices[i + 1] - 1)
+    return indices[::-1]
 
 
 def guided_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, guidance_scale: float = 1.0) -> torch.Tensor:
@@ -149,7 +176,7 @@ def iterate_sampler(
         raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (guidance mixes conditional and unconditional predictions)")
     if y is not None and tuple(y.shape) != (x_T.shape[0],):
         raise ValueError(f"y must hold one label per sample, shape ({x_T.shape[0]},), got {tuple(y.shape)}")
-    steps = spec.steps(schedule.T)
+    steps = spec.steps(schedule.T, schedule)
     step, clip = STEPS[spec.method], _clip_range(spec, space)
     x, batch = x_T, x_T.shape[0]
     previous = None  # (t, x0_hat) of the step before, for the multistep solver

@@ -144,29 +144,60 @@ def dpm_solver_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=Non
     _not_applicable("dpm-solver++", eta=eta, variance=variance)
     _check_step(x_t, t, t_prev, eps_hat, schedule)
     x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
-    alpha, sigma, e_lam = log_snr_half(t, schedule, x_t.ndim)
+    _, sigma, e_lam = log_snr_half(t, schedule, x_t.ndim)
     alpha_prev, sigma_prev, e_lam_prev = log_snr_half(t_prev, schedule, x_t.ndim)
     e_minus_h = e_lam_prev / e_lam  # e^{-h} = e^{-λ_prev} / e^{-λ_t}; 0 at the last step
-    d = x0_hat
-    if previous is not None:
-        t_before, x0_before = previous
-        check_timesteps(t_before, x_t.shape[0], schedule.T, "previous[0]")
-        if not values_checked() and bool((t_before <= t).any()):
-            raise ValueError(f"previous[0] (the t of the step before) must be > t, got {t_before.tolist()} for t={t.tolist()}")
-        check_same_shape(x0_before, x_t, "previous[1]", "x_t")
-        _, _, e_lam_before = log_snr_half(t_before, schedule, x_t.ndim)
-        h = torch.log(e_lam / e_lam_prev.clamp(min=1e-30))
-        r = torch.log(e_lam_before / e_lam) / h
-        second_order = (1 + 0.5 / r) * x0_hat - (0.5 / r) * x0_before
-        d = torch.where(per_sample(t_prev, x_t.ndim) > 0, second_order, x0_hat)
+    d = _multistep_x0(x0_hat, t, t_prev, previous, schedule)
     x_prev = sigma_prev / sigma * x_t + alpha_prev * (1 - e_minus_h) * d
+    return Step(x_prev, x0_hat)
+
+
+def _multistep_x0(x0_hat: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, previous: Previous | None, schedule: NoiseSchedule) -> torch.Tensor:
+    """D of DPM-Solver++(2M): x0_hat, or its linear extrapolation in λ from the step before (not on the last step)."""
+    if previous is None:
+        return x0_hat
+    t_before, x0_before = previous
+    check_timesteps(t_before, x0_hat.shape[0], schedule.T, "previous[0]")
+    if not values_checked() and bool((t_before <= t).any()):
+        raise ValueError(f"previous[0] (the t of the step before) must be > t, got {t_before.tolist()} for t={t.tolist()}")
+    check_same_shape(x0_before, x0_hat, "previous[1]", "x_t")
+    ndim = x0_hat.ndim
+    _, _, e_lam = log_snr_half(t, schedule, ndim)
+    _, _, e_lam_prev = log_snr_half(t_prev, schedule, ndim)
+    _, _, e_lam_before = log_snr_half(t_before, schedule, ndim)
+    h = torch.log(e_lam / e_lam_prev.clamp(min=1e-30))
+    r = torch.log(e_lam_before / e_lam) / h
+    second_order = (1 + 0.5 / r) * x0_hat - (0.5 / r) * x0_before
+    return torch.where(per_sample(t_prev, ndim) > 0, second_order, x0_hat)
+
+
+def dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
+    """One step of SDE-DPM-Solver++(2M) x_t → x_{t_prev} (Lu et al. 2022, "DPM-Solver++", section 5),
+    the stochastic sibling of :func:`dpm_solver_step`. With α, σ, λ, h and D as there:
+
+        x_prev = (σ_prev/σ_t) e^{−h} x_t + α_prev (1 − e^{−2h}) D + σ_prev √(1 − e^{−2h}) z,
+
+    D in its midpoint form (the extrapolation of :func:`dpm_solver_step`). With D = x0_hat (the
+    first step) it is exactly DDIM with η = 1: the same mean, and σ_prev² (1 − e^{−2h}) equals
+    η = 1's σ². The last step (t_prev = −1) returns D without noise.
+    """
+    _not_applicable("dpm-solver++-sde", eta=eta, variance=variance)
+    _check_step(x_t, t, t_prev, eps_hat, schedule)
+    x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
+    _, sigma, e_lam = log_snr_half(t, schedule, x_t.ndim)
+    alpha_prev, sigma_prev, e_lam_prev = log_snr_half(t_prev, schedule, x_t.ndim)
+    e_minus_h = e_lam_prev / e_lam
+    e_minus_2h = e_minus_h.square()
+    d = _multistep_x0(x0_hat, t, t_prev, previous, schedule)
+    x_prev = sigma_prev / sigma * e_minus_h * x_t + alpha_prev * (1 - e_minus_2h) * d
+    x_prev = x_prev + sigma_prev * (1 - e_minus_2h).clamp(min=0).sqrt() * _noise_like(x_t, generator)
     return Step(x_prev, x0_hat)
 
 
 StepFunction = Callable[..., Step]
 
 #: The sampling methods by name; each value has the signature of the module docstring.
-STEPS: dict[str, StepFunction] = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm-solver++": dpm_solver_step}
+STEPS: dict[str, StepFunction] = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm-solver++": dpm_solver_step, "dpm-solver++-sde": dpm_solver_sde_step}
 
 #: The options each method takes (every other option must be left at None).
-OPTIONS: dict[str, tuple[str, ...]] = {"ddpm": ("variance",), "ddim": ("eta",), "dpm-solver++": ()}
+OPTIONS: dict[str, tuple[str, ...]] = {"ddpm": ("variance",), "ddim": ("eta",), "dpm-solver++": (), "dpm-solver++-sde": ()}

@@ -212,7 +212,8 @@ def test_sampler_spec_is_frozen_and_takes_the_options_of_its_method():
 
 @pytest.mark.parametrize(
     "method,options",
-    [("ddpm", dict(eta=0.0)), ("ddim", dict(variance="posterior")), ("dpm-solver++", dict(eta=0.0)), ("dpm-solver++", dict(variance="beta"))],
+    [("ddpm", dict(eta=0.0)), ("ddim", dict(variance="posterior")), ("dpm-solver++", dict(eta=0.0)), ("dpm-solver++", dict(variance="beta")),
+     ("dpm-solver++-sde", dict(eta=1.0))],
 )
 def test_each_step_refuses_options_that_do_not_apply(schedule, method, options):
     x, t = torch.randn(1, 1, 4, 4), torch.tensor([5])
@@ -223,7 +224,7 @@ def test_each_step_refuses_options_that_do_not_apply(schedule, method, options):
 
 def test_every_step_has_the_same_signature_and_meaning(schedule):
     """The steps are interchangeable values: called alike, each returns Step(x_prev, x0_hat)."""
-    assert set(dh.STEPS) == {"ddpm", "ddim", "dpm-solver++"}
+    assert set(dh.STEPS) == {"ddpm", "ddim", "dpm-solver++", "dpm-solver++-sde"}
     signatures = {name: list(inspect.signature(step).parameters) for name, step in dh.STEPS.items()}
     assert all(names == signatures["ddpm"] for names in signatures.values()), signatures
     g = torch.Generator().manual_seed(6)
@@ -293,6 +294,61 @@ def test_second_order_solver_beats_ddim_on_a_gaussian_with_few_steps(schedule):
         out = oracle_samples(schedule, method, 10, None, spacing="quadratic")
         return abs(float(out.std()) - 0.2)
     assert error("dpm-solver++") < 0.5 * error("ddim")
+
+
+def test_sde_solver_first_order_step_is_ddim_with_eta_one(schedule):
+    """Without history, SDE-DPM-Solver++ is DDIM with η = 1: same mean, same noise scale, same draw."""
+    g = torch.Generator().manual_seed(8)
+    x_t, eps_hat = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    t, t_prev = torch.tensor([999, 500, 20]), torch.tensor([800, 100, 3])
+    for clip in (CLIP, None):
+        sde = dh.dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule, clip_x0=clip, generator=torch.Generator().manual_seed(1))
+        ddim = dh.ddim_step(x_t, t, t_prev, eps_hat, schedule, eta=1.0, clip_x0=clip, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(sde.x_prev, ddim.x_prev, rtol=1e-4, atol=1e-4)
+    last = dh.dpm_solver_sde_step(x_t, t, torch.full((3,), -1), eps_hat, schedule, clip_x0=None, generator=g)
+    torch.testing.assert_close(last.x_prev, last.x0_hat)  # no noise past the last step
+
+
+def test_sde_solver_second_order_step_matches_the_formula(schedule):
+    """x_s = σ_s/σ_t e^{−h} x_t + α_s (1 − e^{−2h}) D + σ_s √(1 − e^{−2h}) z, D as for DPM-Solver++(2M)."""
+    g = torch.Generator().manual_seed(4)
+    x_t, eps_hat, x0_before = (torch.randn(2, 1, 4, 4, generator=g) for _ in range(3))
+    t_before, t, s = torch.full((2,), 700), torch.full((2,), 500), torch.full((2,), 300)
+    step = dh.dpm_solver_sde_step(x_t, t, s, eps_hat, schedule, previous=(t_before, x0_before), generator=torch.Generator().manual_seed(2))
+    z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(2)).double()
+    ab = schedule.alpha_bars.double()
+    lam = lambda k: 0.5 * torch.log(ab[k] / (1 - ab[k]))  # noqa: E731
+    h, r = lam(300) - lam(500), (lam(500) - lam(700)) / (lam(300) - lam(500))
+    x0_hat = (x_t.double() - (1 - ab[500]).sqrt() * eps_hat.double()) / ab[500].sqrt()
+    d = (1 + 0.5 / r) * x0_hat - 0.5 / r * x0_before.double()
+    sigma_s, sigma_t = (1 - ab[300]).sqrt(), (1 - ab[500]).sqrt()
+    expected = sigma_s / sigma_t * torch.exp(-h) * x_t.double() + ab[300].sqrt() * (1 - torch.exp(-2 * h)) * d + sigma_s * (1 - torch.exp(-2 * h)).sqrt() * z
+    torch.testing.assert_close(step.x_prev.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("num_steps", [1000, 20])
+def test_sde_solver_recovers_a_gaussian(schedule, num_steps):
+    out = oracle_samples(schedule, "dpm-solver++-sde", num_steps, None, spacing="log_snr")
+    assert float(out.mean()) == pytest.approx(0.3, abs=0.01)
+    assert float(out.std()) == pytest.approx(0.2, rel=0.05)
+
+
+@pytest.mark.parametrize("spacing", ["log_snr", "karras"])
+def test_noise_level_spacings(schedule, spacing):
+    for n in (2, 5, 20, 999, 1000):
+        steps = dh.timesteps(1000, n, spacing, schedule=schedule)
+        assert len(steps) == n and steps == sorted(set(steps), reverse=True) and steps[0] == 999 and steps[-1] == 0
+    assert dh.timesteps(1000, 1000, spacing, schedule=schedule) == list(range(999, -1, -1))
+    lam = schedule.log_snr[dh.timesteps(1000, 10, spacing, schedule=schedule)].double()
+    gaps = (lam[1:] - lam[:-1]).tolist()
+    if spacing == "log_snr":  # evenly spaced in λ, up to the rounding to whole steps
+        assert max(gaps) - min(gaps) < 0.15 * sum(gaps) / len(gaps)
+    else:  # karras: steps crowd towards low noise (large λ), so the λ gaps grow... then the index floor binds
+        assert gaps[0] < gaps[3]
+    with pytest.raises(ValueError, match="needs the schedule"):
+        dh.timesteps(1000, 10, spacing)
+    spec = dh.SamplerSpec("ddim", num_steps=10, eta=1.0, spacing=spacing)
+    assert spec.steps(1000, schedule) == dh.timesteps(1000, 10, spacing, schedule=schedule)
 
 
 def test_iterate_sampler_passes_spacing_and_variance(tiny_unet):

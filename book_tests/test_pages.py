@@ -1,0 +1,201 @@
+"""The built book, opened page by page in a headless Chromium with no network.
+
+Run after the build (``.ci/run`` does): ``pytest book_tests``. The site in ``_build/html`` is served
+from localhost; every request to another host is refused and recorded, so a page that needs the
+internet (a CDN MathJax, a remote image) fails here as it would for an offline reader.
+Needs Debian's ``chromium`` (or ``$CHROMIUM``) and the ``playwright`` package; screenshots of two
+chapters go to ``_build/screenshots/`` (artefacts of the run, not committed).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "_build" / "html"
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOT_PAGES = ("notebooks/01_forward_process", "notebooks/05_sampling")
+# console messages that are not faults: the theme logs this one as an error on a reader's first
+# visit, when no light/dark choice is stored yet, and then uses its default
+HARMLESS = ("Got invalid theme mode: . Resetting to auto.",)
+
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the browser test drives Debian's chromium)")
+if not (SITE / "index.html").exists():
+    pytest.skip("build the book first: jupyter-book build .", allow_module_level=True)
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+def toc_pages() -> list[str]:
+    """Every page of _toc.yml, as paths without suffix (book/preface, notebooks/01_forward_process, ...)."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+    for part in toc.get("parts", []):
+        pages += [chapter["file"] for chapter in part["chapters"]]
+    return pages
+
+
+PAGES = toc_pages()
+CHAPTERS = [page for page in PAGES if page.startswith("notebooks/")]
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    handler = functools.partial(QuietHandler, directory=str(SITE))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+class Visit:
+    """One page opened with the network cut off: its errors, its refused requests, and the page."""
+
+    def __init__(self, browser, server: str, page_path: str):
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.external: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" and msg.text not in HARMLESS else None)
+
+        def route(r):
+            if r.request.url.startswith(server):
+                r.continue_()
+            else:
+                self.external.append(r.request.url)
+                r.abort()
+
+        self.page.route("**/*", route)
+        self.url = urljoin(server, page_path + ".html")
+        self.page.goto(self.url, wait_until="load")
+        self.page.wait_for_function("() => !window.MathJax || !window.MathJax.startup || window.MathJax.startup.promise !== undefined")
+        self.page.evaluate("() => window.MathJax && window.MathJax.startup ? window.MathJax.startup.promise : null")
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture(scope="module")
+def visits(browser, server):
+    opened = {page: Visit(browser, server, page) for page in PAGES}
+    yield opened
+    for visit in opened.values():
+        visit.close()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_loads_without_errors_or_network(visits, page):
+    visit = visits[page]
+    assert visit.errors == [], f"{page}: JavaScript errors {visit.errors}"
+    # the launch buttons link to Colab and the repository, but nothing is *fetched* from elsewhere
+    assert visit.external == [], f"{page} requested other hosts: {visit.external}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_maths_is_typeset(visits, page):
+    article = visits[page].page.locator("article")
+    typeset = visits[page].page.locator("article mjx-container").count()
+    text = article.inner_text()
+    assert "$$" not in text and "\\begin{" not in text, f"{page}: raw TeX left on the page"
+    source = (SITE / f"{page}.html").read_text()
+    if 'class="math' in source:
+        assert typeset > 0, f"{page} has maths but MathJax typeset none of it"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_image_loads(visits, page):
+    broken = visits[page].page.evaluate(
+        "() => Array.from(document.images).filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src.slice(0, 120))")
+    assert broken == [], f"{page}: images that did not load: {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_internal_links_resolve(visits, page):
+    visit = visits[page]
+    hrefs = visit.page.evaluate("() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+    base = urlparse(visit.url)
+    missing = []
+    for href in hrefs:
+        target = urlparse(href)
+        if target.netloc != base.netloc or target.scheme not in ("http", "https"):
+            continue
+        path = SITE / unquote(target.path).lstrip("/")
+        if path.is_dir():
+            path = path / "index.html"
+        if not path.exists():
+            missing.append(href)
+    assert missing == [], f"{page}: links to missing files {sorted(set(missing))}"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_colab_link_opens_this_chapter(visits, page):
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = urlparse(config["repository"]["url"]).path.strip("/")
+    hrefs = visits[page].page.evaluate("() => Array.from(document.querySelectorAll('a[href*=\"colab.research.google.com\"]')).map(a => a.href)")
+    assert hrefs, f"{page} has no Colab button"
+    expected = f"https://colab.research.google.com/github/{repo}/blob/{config['repository']['branch']}/{page}.ipynb"
+    assert set(hrefs) == {expected}, f"{page}: Colab links {hrefs}, expected {expected}"
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_notebook_can_be_downloaded(visits, page):
+    hrefs = visits[page].page.evaluate("() => Array.from(document.querySelectorAll('a[href$=\".ipynb\"]')).map(a => a.href)")
+    local = [h for h in hrefs if urlparse(h).netloc == urlparse(visits[page].url).netloc]
+    assert local, f"{page} offers no download of its notebook"
+    assert all((SITE / unquote(urlparse(h).path).lstrip("/")).exists() for h in local)
+
+
+def test_interactive_figures_respond(visits):
+    """Every kernel-free slider on every page changes the shown frame when moved."""
+    found = 0
+    for page, visit in visits.items():
+        sliders = visit.page.locator("div.dh-frames")
+        for i in range(sliders.count()):
+            figure = sliders.nth(i)
+            found += 1
+            image = figure.locator("img.dh-frame")
+            slider = figure.locator("input[type=range]")
+            first = image.get_attribute("src")
+            last_index = int(slider.get_attribute("max"))
+            slider.fill(str(last_index))
+            slider.dispatch_event("input")
+            assert image.get_attribute("src") != first, f"{page}: slider {i} did not change the frame"
+            label = figure.locator(".dh-label").inner_text()
+            assert label, f"{page}: slider {i} shows no label"
+    assert found > 0, "no interactive figure found on any page"
+
+
+def test_screenshots_for_the_record(visits):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for page in SCREENSHOT_PAGES:
+        path = SCREENSHOTS / (re.sub(r"\W+", "_", page) + ".png")
+        visits[page].page.screenshot(path=str(path), full_page=False)
+        assert path.stat().st_size > 10_000
