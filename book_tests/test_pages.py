@@ -131,6 +131,18 @@ def test_maths_is_typeset(visits, page):
 
 
 @pytest.mark.parametrize("page", PAGES)
+def test_page_fits_the_width(visits, page):
+    """At 1280 px nothing makes the page scroll sideways, and no code or output block scrolls on its own."""
+    page_obj = visits[page].page
+    wide = page_obj.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert wide <= 1, f"{page} is {wide} px wider than the window"
+    scrolling = page_obj.evaluate(
+        "() => Array.from(document.querySelectorAll('div.cell div.highlight pre, div.cell_output pre'))"
+        ".filter(el => el.scrollWidth > el.clientWidth + 1).map(el => el.textContent.slice(0, 60))")
+    assert scrolling == [], f"{page}: code or output blocks that scroll sideways: {scrolling}"
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_every_image_loads(visits, page):
     broken = visits[page].page.evaluate(
         "() => Array.from(document.images).filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.src.slice(0, 120))")
