@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .schedules import NoiseSchedule
-from .training import History, TrainState, init_train_state
+from .training import History, TrainState, init_train_state, record_losses
 from .weights import read_weights, write_atomic
 
 
@@ -27,7 +27,11 @@ def _identity(model: nn.Module, schedule: NoiseSchedule, config: TrainConfig) ->
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainState, schedule: NoiseSchedule, config: TrainConfig) -> None:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename). The losses of steps
+    taken since the last record go into its history first; a state interrupted inside a step is refused."""
+    if state.in_step:
+        raise RuntimeError(f"this training state was interrupted in the middle of step {state.step + 1}; saving it would store a half-updated step")
+    record_losses(state, os.fspath(path))
     write_atomic(
         {
             "identity": _identity(state.model, schedule, config),

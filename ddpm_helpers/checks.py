@@ -73,13 +73,20 @@ def check_data(items: torch.Tensor, space, name: str) -> None:
         raise ValueError(f"{name} must have shape (N, {', '.join(map(str, space.shape))}) for this data space, got {tuple(items.shape)}")
     check_finite(items, name)
     if space.value_range is not None:
-        check_range(items, name, space.value_range)
-        low, high = space.value_range
-        if low == -high and items.numel() > 1 and float(items.min()) >= 0:
-            raise ValueError(
-                f"{name} must lie in [{low:g}, {high:g}], but has no negative value at all (range [{float(items.min()):.3g}, "
-                f"{float(items.max()):.3g}]): these look like [0, 1] images; convert them with dh.to_model_range"
-            )
+        check_signed_range(items, name, space.value_range)
+
+
+def check_signed_range(x: torch.Tensor, name: str, value_range: tuple[float, float]) -> None:
+    """``x`` must lie in ``value_range``; for a range symmetric about 0 (images in [-1, 1]), a tensor
+    with no negative value at all is refused too: that is the common mistake of passing [0, 1] images."""
+    check_finite(x, name)
+    check_range(x, name, value_range)
+    low, high = value_range
+    if low == -high and x.numel() > 1 and float(x.min()) >= 0 and float(x.max()) > 0:
+        raise ValueError(
+            f"{name} must lie in [{low:g}, {high:g}], but has no negative value at all (range [{float(x.min()):.3g}, "
+            f"{float(x.max()):.3g}]): these look like [0, 1] images; convert them with dh.to_model_range"
+        )
 
 
 def check_batch(x: torch.Tensor, name: str = "x") -> None:
@@ -90,6 +97,21 @@ def check_batch(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must have a batch dimension and item dimensions (B, ...), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one item, got an empty batch of shape {tuple(x.shape)}")
+
+
+def check_labels(y: torch.Tensor, batch_size: int, num_labels: int, name: str = "y") -> None:
+    """``y`` must be a (B,) integer tensor of labels in [0, num_labels); the values are checked
+    only outside :func:`validated` (checking them synchronises with the device)."""
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"{name} must be a ({batch_size},) int64 tensor of labels, got {type(y).__name__}")
+    if y.ndim != 1 or y.shape[0] != batch_size:
+        raise ValueError(f"{name} must hold one label per item, shape ({batch_size},), got shape {tuple(y.shape)}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor of labels, got dtype {y.dtype}")
+    if not values_checked() and y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_labels):
+        raise ValueError(f"{name} must hold labels in [0, {num_labels - 1}], got values in [{int(y.min())}, {int(y.max())}]")
 
 
 def check_timesteps(t: torch.Tensor, batch_size: int, T: int, name: str = "t", *, low: int = 0) -> None:

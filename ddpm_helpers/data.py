@@ -61,13 +61,25 @@ def _data_unavailable(root: Path, reason: str) -> RuntimeError:
 def _read_torchvision(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision.datasets import MNIST  # imported here: only loading needs torchvision
 
+    prefix = "train" if train else "t10k"
+    files = f"{root / 'MNIST' / 'raw'}/{{{prefix}-images-idx3-ubyte, {prefix}-labels-idx1-ubyte}}"
     try:
         dataset = MNIST(str(root), train=train, download=download)
     except RuntimeError as error:  # torchvision: "Dataset not found." / download failures
         raise _data_unavailable(root, str(error)) from error
     except OSError as error:  # no network, DNS failure, ...
         raise _data_unavailable(root, f"download failed ({error})") from error
-    return dataset.data, dataset.targets
+    except Exception as error:  # a damaged idx file: torchvision raises a bare AssertionError, a ValueError, ...
+        raise ValueError(f"MNIST files {files} are damaged or not MNIST idx files ({type(error).__name__}: {error or 'bad header'}); "
+                         f"replace them with intact copies") from error
+    pixels, labels = dataset.data, dataset.targets
+    if pixels.ndim != 3 or tuple(pixels.shape[1:]) != (28, 28) or pixels.dtype != torch.uint8:
+        raise ValueError(f"MNIST files {files}: images must be 28x28 bytes, got shape {tuple(pixels.shape)} and dtype {pixels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != pixels.shape[0]:
+        raise ValueError(f"MNIST files {files}: {pixels.shape[0]} images but {labels.shape[0] if labels.ndim else 0} labels; the two files do not belong together")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 9):
+        raise ValueError(f"MNIST files {files}: labels must be digits 0-9, got values in [{int(labels.min())}, {int(labels.max())}]")
+    return pixels, labels
 
 
 def _data_config(config: Config | DataConfig) -> DataConfig:

@@ -20,6 +20,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     """
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
+    if not isinstance(t, torch.Tensor) or t.ndim != 1:
+        raise ValueError(f"t must be a (B,) tensor of timesteps, got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
     half = dim // 2
     frequencies = torch.exp(
         -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half

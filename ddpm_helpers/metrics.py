@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_images
+from .checks import check_images, check_labels, check_positive_int, check_signed_range
 from .diffusion import MNIST_PIXELS
 
 
@@ -30,7 +30,7 @@ class Classified(NamedTuple):
 def classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 500) -> Classified:
     """Features and logits of ``images`` ((N, 1, 32, 32) in [-1, 1]), computed in batches on the
     classifier's device; returned on the CPU in float32."""
-    check_images(images, "images", value_range=MNIST_PIXELS.value_range)
+    _check_mnist_images(images, "images")
     device = next(classifier.parameters()).device
     classifier.eval()
     features, logits = [], []
@@ -40,6 +40,17 @@ def classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 500)
         features.append(f.float().cpu())
         logits.append(classifier.head(f).float().cpu())
     return Classified(torch.cat(features), torch.cat(logits))
+
+
+def _check_mnist_images(x: torch.Tensor, name: str, *, any_size: bool = False) -> None:
+    """Grey images in [-1, 1], finite, not [0, 1] images by mistake: (N, 1, 32, 32) for the
+    classifier; (N, 1, H, W) of any size for the pixel metrics (``any_size``)."""
+    check_images(x, name)
+    if any_size and x.shape[1] != 1:
+        raise ValueError(f"{name} must be grey images of shape (N, 1, H, W), got {tuple(x.shape)}; compare colour images one channel at a time")
+    if not any_size and tuple(x.shape[1:]) != MNIST_PIXELS.shape:
+        raise ValueError(f"{name} must have shape (N, 1, 32, 32): MNIST digits padded to 32x32 (dh.load_mnist does it), got {tuple(x.shape)}")
+    check_signed_range(x, name, MNIST_PIXELS.value_range)
 
 
 def _check_features(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], min_count: int = 2) -> None:
@@ -86,6 +97,8 @@ def kid(features_a: torch.Tensor, features_b: torch.Tensor, *, num_subsets: int 
     at or above both set sizes every subset is the whole set and the standard deviation is 0, so
     choose it below the set sizes (e.g. half) to see KID's spread."""
     _check_features(features_a, features_b, ("features_a", "features_b"))
+    check_positive_int(subset_size, "subset_size", minimum=2)  # the unbiased estimate divides by size - 1
+    check_positive_int(num_subsets, "num_subsets")
     size = min(subset_size, features_a.shape[0], features_b.shape[0])
     a, b = features_a.double(), features_b.double()
     dim = a.shape[1]
@@ -102,8 +115,9 @@ def kid(features_a: torch.Tensor, features_b: torch.Tensor, *, num_subsets: int 
 
 def class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of rows whose arg-max class equals the label (for conditional samples: the requested digit)."""
-    if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
-        raise ValueError(f"logits must be (N, C) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (N, C), got shape {tuple(logits.shape)}")
+    check_labels(labels, logits.shape[0], logits.shape[1], "labels")
     return float((logits.argmax(1) == labels).float().mean())
 
 
@@ -125,7 +139,7 @@ def class_histogram(logits: torch.Tensor, num_classes: int = 10) -> torch.Tensor
 
 
 def _as_pixel_arrays(x: torch.Tensor, name: str) -> np.ndarray:
-    check_images(x, name, value_range=MNIST_PIXELS.value_range)
+    _check_mnist_images(x, name, any_size=True)
     return ((x.detach().double().cpu() + 1) / 2).numpy()  # [0, 1]
 
 
@@ -164,6 +178,9 @@ def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor, k: int =
     return result.values, result.indices
 
 
+COLLAPSE_SHARE = 0.3  # a predicted class above this share of the samples flags a collapsed histogram
+
+
 class QualityReport(NamedTuple):
     """How good a set of unconditional samples is, judged by the MNIST classifier."""
 
@@ -172,6 +189,19 @@ class QualityReport(NamedTuple):
     confident_fraction: float  # share of samples recognised with probability ≥ 0.9
     min_class_share: float  # the rarest predicted digit's share (0.1 when balanced)
     class_shares: list[float]  # predicted-class histogram
+
+    @property
+    def collapsed(self) -> bool:
+        """True when one predicted class holds more than :data:`COLLAPSE_SHARE` of the samples (3× its
+        share among balanced digits). Then the confident fraction means little: clipped Gaussian noise
+        is "confidently recognised", all as one digit (see measuring_quality)."""
+        return max(self.class_shares) > COLLAPSE_SHARE
+
+    def summary(self) -> str:
+        """One line: FID at n, the confident share, the class shares' range, and a warning if collapsed."""
+        line = (f"FID {self.fid:.2f} (n = {self.num_samples}), confident {self.confident_fraction:.1%}, "
+                f"class shares {self.min_class_share:.1%} to {max(self.class_shares):.1%}")
+        return line + ("  WARNING: collapsed class histogram, the confident share is not a quality score here" if self.collapsed else "")
 
 
 def quality_report(classifier: nn.Module, samples: torch.Tensor, reference_features: torch.Tensor) -> QualityReport:

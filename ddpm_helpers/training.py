@@ -53,6 +53,8 @@ class TrainState:
     num_steps: int | None  # the run's planned length in steps ...
     max_seconds: float | None = None  # ... or in seconds of training
     mixed_precision: bool = True  # autocast on CUDA; ignored on the CPU
+    in_step: bool = False  # True while train_step runs: still True afterwards only if a step was interrupted
+    unrecorded: list = field(default_factory=list)  # losses of steps taken, not yet copied into history (one host sync per flush)
     step: int = 0
     elapsed: float = 0.0  # seconds spent in train(), summed over resumed runs
     history: History = field(default_factory=History)
@@ -149,6 +151,7 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
     its own contiguous slice, so W processes compute exactly the step of one process; alone, the
     slice is the whole batch.
     """
+    _check_consistent(state)
     model, optimizer = state.model, state.optimizer
     rank, size = world()
     if x0.shape[0] % size:
@@ -168,6 +171,7 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
     with torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
         loss = ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], **loss_options(config))
     optimizer.zero_grad(set_to_none=True)
+    state.in_step = True  # from here to the end of the step, an interrupt leaves the state half-updated
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
         mean_loss = all_average(model, loss)
@@ -182,7 +186,18 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
         optimizer.step()
     state.ema.update(model)
     state.step += 1
+    state.unrecorded.append(mean_loss.detach())
+    state.in_step = False
     return mean_loss.detach()
+
+
+def _check_consistent(state: TrainState) -> None:
+    if state.in_step:
+        raise RuntimeError(
+            f"this training state was interrupted in the middle of step {state.step + 1} (e.g. by Ctrl-C): its weights, "
+            f"optimizer and EMA may hold part of that step, so continuing would silently differ from an uninterrupted run. "
+            f"Resume from the last checkpoint instead (dh.load_checkpoint or dh.resume_or_init)"
+        )
 
 
 @torch.no_grad()
@@ -203,8 +218,10 @@ def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule
     return float(loss)
 
 
-def _record(history: History, pending: list[torch.Tensor], checkpoint_path: str | None) -> None:
-    """Move the pending losses into the history (one host sync) and stop at a non-finite one."""
+def record_losses(state: TrainState, checkpoint_path: str | None = None) -> None:
+    """Move the losses of the steps taken into ``state.history`` (one host sync), so that
+    ``history.train_loss[i]`` is the loss of step i + 1; stop at a non-finite one."""
+    history, pending = state.history, state.unrecorded
     if not pending:
         return
     losses = torch.stack(pending).tolist()
@@ -241,10 +258,10 @@ def train(
     Every ``config.eval_every`` steps the validation loss is recorded; every
     ``config.checkpoint_every`` steps and at the end, the state is written atomically to
     ``checkpoint_path`` (if given). Calling again with a larger ``num_steps`` continues where the
-    last call stopped.
+    last call stopped. An interrupt (Ctrl-C) keeps the losses of the steps taken; if it fell inside
+    a step, the next call refuses the half-updated state and says to resume from the checkpoint.
     """
-    from .checkpoint import save_checkpoint
-
+    _check_consistent(state)
     check_data(train_set.images, space, "train_set.images")
     if num_steps is not None:
         check_positive_int(num_steps, "num_steps", minimum=0)
@@ -258,32 +275,40 @@ def train(
     images = train_set.images.to(device)
     labels = train_set.labels.to(device) if num_classes_of(state.model) is not None else None
     schedule = schedule.to(device)
-    history = state.history
-    pending: list[torch.Tensor] = []  # losses not yet copied to the host (one sync per flush)
     is_main = world()[0] == 0  # under torchrun, only the first process writes and reports
     bar = tqdm(total=None if target == float("inf") else target, initial=state.step, disable=not (progress and is_main), desc="training", mininterval=2.0)
     started = time.perf_counter() - state.elapsed
+    try:
+        _loop(state, images, labels, schedule, config, target, val_set, checkpoint_path, bar, started, is_main)
+    finally:  # also on Ctrl-C: the losses of the steps taken reach the history, none is lost
+        bar.close()
+        record_losses(state, checkpoint_path)
+        state.elapsed = time.perf_counter() - started
+    return state.history
+
+
+def _loop(state, images, labels, schedule, config, target, val_set, checkpoint_path, bar, started, is_main) -> None:
+    """The body of :func:`train`: steps, validation losses and checkpoints until the target or the time is reached."""
+    from .checkpoint import save_checkpoint
+
+    device, history = state.device, state.history
     out_of_time = False
     while state.step < target and not out_of_time:
         index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
-        pending.append(train_step(state, images[index], schedule, config, None if labels is None else labels[index]))
+        train_step(state, images[index], schedule, config, None if labels is None else labels[index])
         state.elapsed = time.perf_counter() - started
         bar.update(1)
         if state.max_seconds is not None:
             out_of_time = any_process(state.elapsed >= state.max_seconds, device)
         at_end = state.step == target or out_of_time
         if state.step % config.eval_every == 0 or at_end:
-            _record(history, pending, checkpoint_path)
+            record_losses(state, checkpoint_path)
             if val_set is not None:
                 history.val_steps.append(state.step)
                 history.val_loss.append(validation_loss(state.model, val_set, schedule, config))
                 history.val_wall_time.append(state.elapsed)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
         if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or at_end):
-            _record(history, pending, checkpoint_path)
+            record_losses(state, checkpoint_path)
             if is_main:
                 save_checkpoint(checkpoint_path, state, schedule, config)
-    bar.close()
-    _record(history, pending, checkpoint_path)
-    state.elapsed = time.perf_counter() - started
-    return history

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import ConfigMixin, check_choice, check_images, check_positive_int
+from .checks import ConfigMixin, check_choice, check_images, check_labels, check_positive_int
 from .layers import ResBlock, SelfAttention, make_downsample, group_norm, timestep_embedding
 
 DOWNSAMPLES = ("conv", "space_to_depth")
@@ -137,8 +137,8 @@ class UNet(nn.Module):
         if self.class_emb is not None:
             if y is None:
                 y = torch.full_like(t, self.num_classes)
-            elif int(y.min()) < 0 or int(y.max()) > self.num_classes:
-                raise ValueError(f"y must hold labels in [0, {self.num_classes}] ({self.num_classes} = null class)")
+            else:  # num_classes itself is the null class
+                check_labels(y, t.shape[0], self.num_classes + 1)
             emb = emb + self.class_emb(y)
         elif y is not None:
             raise ValueError("y was given but this UNet is unconditional (num_classes=None)")

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .checks import check_images
+from .checks import check_finite, check_images
 from .data import to_pixel_range
 
 # Okabe & Ito (2008): distinguishable with every common form of colour blindness.
@@ -97,6 +97,9 @@ def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike, nrow: int 
     """
     if not frames:
         raise ValueError("frames must not be empty")
+    for i, frame in enumerate(frames):
+        check_images(frame, f"frames[{i}]")
+        check_finite(frame, f"frames[{i}]")
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     if not 2 <= levels <= 256:
@@ -105,6 +108,8 @@ def save_gif(frames: Sequence[torch.Tensor], path: str | os.PathLike, nrow: int 
     grids = [(np.round(image_grid(frame, nrow) * (levels - 1)) * step).round().astype(np.uint8) for frame in frames]
     grids = [np.kron(grid, np.ones((scale, scale), dtype=np.uint8)) for grid in grids]
     durations = [round(duration * 1000)] * (len(grids) - 1) + [round(hold_last * 1000)]
+    if len(grids) == 1:  # a still image: the GIF writer takes one duration, not a list of one
+        durations = durations[0]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, np.stack(grids), extension=".gif", duration=durations, loop=0)
