@@ -58,7 +58,7 @@ class Provenance:
     config_hash: str
     package_version: str
     commit: str | None  # None where the package is not a git checkout (e.g. installed from a wheel)
-    uncommitted_changes: bool | None
+    uncommitted_changes: bool | None  # in the package's code (ddpm_helpers/) at run time; the chapter's own code is stored with it
     device: str
     date: str
     wall_seconds: float
@@ -89,7 +89,7 @@ def record(chapter: str, cfg, device: str, *, uses: Iterable[str], results: dict
         raise ValueError(f"results must hold JSON values (numbers, strings, lists, dicts), got {error}") from error
     uses = sorted(set(uses))
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", "ddpm_helpers") if commit else None
     return Provenance(
         chapter=chapter,
         mode=cfg.mode,
