@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.special import log_ndtr
 
-from .checks import check_images, check_positive_int, check_timesteps
+from .checks import check_images, check_positive_int, check_signed_range, check_timesteps
 from .diffusion import MNIST_PIXELS, posterior_mean_var, predict_x0, q_sample
 from .schedules import NoiseSchedule, per_sample
 from .steps import VARIANCES
@@ -66,7 +66,8 @@ def prior_kl(x0: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
     No network is involved: the forward process alone decides how close to 0 it is.
     x0: (B, C, H, W) in [-1, 1]. Returns (B,). Taught in: 02_elbo.
     """
-    check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
+    check_images(x0, "x0")
+    check_signed_range(x0, "x0", MNIST_PIXELS.value_range)
     alpha_bar = schedule.alpha_bars[-1].to(x0.dtype)
     kl = normal_kl(alpha_bar.sqrt() * x0, torch.log1p(-alpha_bar), 0.0, 0.0)
     return kl.flatten(1).sum(dim=1)
@@ -155,7 +156,8 @@ def vlb_terms(
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
-    check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
+    check_images(x0, "x0")
+    check_signed_range(x0, "x0", MNIST_PIXELS.value_range)
     check_timesteps(t, x0.shape[0], schedule.T)
     if eps is None:
         eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
@@ -200,7 +202,8 @@ def vlb_table(
     timesteps are packed into network batches of ``batch_size``; no gradients. Taught in: 02_elbo.
     """
     check_positive_int(batch_size, "batch_size")
-    check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
+    check_images(x0, "x0")
+    check_signed_range(x0, "x0", MNIST_PIXELS.value_range)
     num_images = x0.shape[0]
     if timesteps is None:
         timesteps = torch.arange(schedule.T, device=x0.device)
@@ -239,7 +242,8 @@ def nll_bits_per_dim(
     covers the spread of the images and of the random x_t and t together. The model should be in
     eval mode. x0: (B, C, H, W) in [-1, 1] on the 256-level grid. Taught in: 02_elbo.
     """
-    check_images(x0, "x0", value_range=MNIST_PIXELS.value_range)
+    check_images(x0, "x0")
+    check_signed_range(x0, "x0", MNIST_PIXELS.value_range)
     check_positive_int(batch_size, "batch_size")
     if num_timesteps is not None and (isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 1):
         raise ValueError(f"num_timesteps must be None (all T terms) or a positive int, got {num_timesteps!r}")

@@ -60,6 +60,8 @@ RANGES = [
     ("[0, 255] images to the classifier", lambda: dh.metrics.classify(CLASSIFIER, unit() * 255), r"must lie in \[-1, 1\]"),
     ("[0, 1] images to training", lambda: dh.train(dh.init_train_state(dh.UNet(TINY_NET), dh.TINY.train), dh.ImageSet(unit((16, 1, 32, 32)), torch.zeros(16, dtype=torch.long)),
                                                   dh.MNIST_PIXELS, S, dh.TINY.train, progress=False), "look like \\[0, 1\\] images"),
+    ("[0, 1] images to bits/dim", lambda: dh.elbo.nll_bits_per_dim(UNCOND, unit((2, 1, 32, 32)), S, num_timesteps=2), "look like \\[0, 1\\] images"),
+    ("[0, 1] images to the prior KL", lambda: dh.elbo.prior_kl(unit((2, 1, 32, 32)), S), "look like \\[0, 1\\] images"),
     ("label 10 of 10 classes", lambda: dh.metrics.class_accuracy(torch.randn(4, 10), torch.tensor([10, 1, 2, 3])), r"labels in \[0, 9\]"),
     ("label -1", lambda: dh.metrics.class_accuracy(torch.randn(4, 10), torch.tensor([-1, 1, 2, 3])), r"labels in \[0, 9\]"),
     ("KID with subsets of 1", lambda: dh.metrics.kid(torch.randn(50, 8), torch.randn(50, 8), subset_size=1), "subset_size must be an integer >= 2"),
