@@ -14,7 +14,7 @@ Chapters import it as ``import ddpm_helpers as dh``. The rule for what lives whe
 Anything else (a name starting with ``_``, or not listed here) is internal and may change.
 """
 
-from . import elbo, evaluation, interactive, latent, metrics, provenance
+from . import diagnostics, elbo, evaluation, interactive, latent, metrics, provenance
 from .autoencoder import AttentionResBlock, Autoencoder, AutoencoderConfig, ChannelAttention, reconstruction_loss, train_autoencoder
 from .checkpoint import load_checkpoint, read_checkpoint, resume_or_init, save_checkpoint
 from .classifier import MNISTClassifier, classifier_card, load_classifier, train_classifier
@@ -50,4 +50,4 @@ __all__ = sorted([
     "to_pixel_range", "train", "train_autoencoder", "train_classifier", "train_step", "v_target", "validation_loss",
 ])
 
-SUBMODULES = ("elbo", "evaluation", "interactive", "latent", "metrics", "provenance")
+SUBMODULES = ("diagnostics", "elbo", "evaluation", "interactive", "latent", "metrics", "provenance")

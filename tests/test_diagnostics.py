@@ -1,0 +1,134 @@
+"""The diagnostics checklist: every check passes on correct code and fails on its own bug alone."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import ddpm_helpers as dh
+
+S = dh.make_schedule("linear", 1000)
+IMAGES = dh.load_mnist("train", dh.TINY).images[:16]
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return dh.UNet(dh.UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,))).eval()
+
+
+MODEL = tiny_model()
+EMA = copy.deepcopy(MODEL)  # an EMA that has caught up with the trained weights
+
+
+# the bugs, one per check ---------------------------------------------------------------------------
+
+def shifted_alpha_bar_schedule():
+    """alpha_bar shifted by one step (the product taken one factor too far, as when alpha_bar and its
+    'previous' are padded on the wrong side), used consistently by everything that reads it."""
+    ab = S.alpha_bars.double()
+    shifted = torch.cat([ab[1:], ab[-1:] * (1 - S.betas[-1].double())])
+    return dataclasses.replace(S, alpha_bars=shifted.float(), sqrt_alpha_bars=shifted.sqrt().float(),
+                               sqrt_one_minus_alpha_bars=(1 - shifted).sqrt().float(), log_snr=(shifted / (1 - shifted)).log())
+
+
+def forward_without_square_roots(x0, t, eps, schedule):
+    a = schedule.alpha_bars[t].view(-1, 1, 1, 1)
+    return a * x0 + (1 - a) * eps
+
+
+def std_as_variance_step(x_t, t, t_prev, eps_hat, schedule, *, generator=None, **_):
+    """The ancestral step with the posterior variance used where its square root belongs."""
+    x0_hat = dh.predict_x0(x_t, t, eps_hat, schedule)
+    mean, variance = dh.posterior_mean_var(x0_hat, x_t, t, schedule)
+    noise = torch.randn(x_t.shape, generator=generator)
+    return dh.Step(mean + (t > 0).float().view(-1, 1, 1, 1) * variance * noise, x0_hat)
+
+
+def noise_at_the_last_step(x_t, t, t_prev, eps_hat, schedule, *, generator=None, **_):
+    x0_hat = dh.predict_x0(x_t, t, eps_hat, schedule)
+    mean, variance = dh.posterior_mean_var(x0_hat, x_t, t, schedule)
+    sigma = torch.maximum(variance, schedule.betas[t].view(-1, 1, 1, 1)).sqrt()  # beta at t = 0, where beta_tilde is 0
+    return dh.Step(mean + sigma * torch.randn(x_t.shape, generator=generator), x0_hat)
+
+
+def previous_is_t_minus_one(x_t, t, t_prev, eps_hat, schedule, **options):
+    return dh.ddim_step(x_t, t, t - 1, eps_hat, schedule, **options)
+
+
+class Dropout(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.drop = model, nn.Dropout(0.5)
+
+    def forward(self, x, t, y=None):
+        return self.drop(self.model(x, t, y))
+
+
+class Overflows(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, t, y=None):
+        out = self.model(x, t, y)
+        return torch.where((t == S.T - 1).view(-1, 1, 1, 1), torch.full_like(out, float("inf")), out)
+
+
+BUGS = {
+    "data range": dict(images=(IMAGES + 1) / 2),
+    "schedule: alpha_bar": dict(schedule=shifted_alpha_bar_schedule()),
+    "forward process moments": dict(forward=forward_without_square_roots),
+    "reverse step variance": dict(step=std_as_variance_step),
+    "no noise at the last step": dict(step=noise_at_the_last_step),
+    "sampling with 20 steps": dict(strided_step=previous_is_t_minus_one),
+    "network in eval mode": dict(model=Dropout(MODEL).train()),
+    "finite outputs": dict(model=Overflows(MODEL).eval()),
+    "EMA near the trained weights": dict(ema_model=tiny_model(), initial_model=tiny_model()),  # the EMA is still the initial network
+}
+
+
+def checklist(**changes):
+    arguments = dict(model=MODEL, schedule=S, images=IMAGES, ema_model=EMA, initial_model=None)
+    arguments.update(changes)
+    if "ema_model" in changes and "initial_model" in changes:  # a trained model distinct from the initial one
+        trained = tiny_model()
+        with torch.no_grad():
+            for p in trained.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+        arguments["model"] = trained.eval()
+    model, schedule, images = arguments.pop("model"), arguments.pop("schedule"), arguments.pop("images")
+    return dh.diagnostics.run_checklist(model, schedule, images, **arguments)
+
+
+def test_every_check_passes_on_correct_code():
+    report = checklist()
+    assert report.passed, str(report)
+    assert len(report.checks) == len(BUGS)
+    assert "FAIL" not in str(report)
+
+
+@pytest.mark.parametrize("name", list(BUGS))
+def test_each_bug_fails_its_own_check_and_no_other(name):
+    report = checklist(**BUGS[name])
+    assert report.failed == [name], str(report)
+    assert f"FAIL  {name}" in str(report) and "-> " + name in str(report)  # the failure says what it usually means
+
+
+def test_the_oracle_is_exact():
+    """The Gaussian oracle recovers N(0.3, 0.2^2) with all T ancestral steps: the checks rest on it."""
+    samples = dh.diagnostics._oracle_samples(dh.ddpm_step, S, list(range(S.T - 1, -1, -1)), 20_000, seed=0)
+    assert float(samples.mean()) == pytest.approx(0.3, abs=0.01)
+    assert float(samples.std()) == pytest.approx(0.2, rel=0.03)
+
+
+def test_ema_check_without_the_initial_weights_uses_the_relative_distance():
+    far = tiny_model()
+    with torch.no_grad():
+        for p in far.parameters():
+            p.mul_(3.0)
+    assert dh.diagnostics.check_ema(MODEL, MODEL).passed
+    assert not dh.diagnostics.check_ema(far, MODEL).passed
