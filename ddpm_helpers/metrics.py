@@ -83,7 +83,7 @@ def fid(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
             raise ValueError(f"{name} needs more samples than feature dimensions ({dim}) for a covariance, got {x.shape[0]}")
     a, b = features_a.double().numpy(), features_b.double().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
-    sigma_a, sigma_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    sigma_a, sigma_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))  # (D, D), also for D = 1
     root_a = _sqrt_psd(sigma_a)
     cross = _sqrt_psd(root_a @ sigma_b @ root_a)
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(sigma_a) + np.trace(sigma_b) - 2 * np.trace(cross))

@@ -172,3 +172,10 @@ def test_a_point_is_its_own_nearest_neighbour_at_distance_zero():
     distances, indices = metrics.nearest_neighbours(refs[:5], refs)
     assert indices.flatten().tolist() == [0, 1, 2, 3, 4]
     assert float(distances.abs().max()) == 0.0
+
+
+def test_fid_of_one_dimensional_gaussians_is_the_closed_form():
+    """For D = 1, FID = (mu_a - mu_b)^2 + (sigma_a - sigma_b)^2 (and numpy's 0-d covariance must not break it)."""
+    g = torch.Generator().manual_seed(0)
+    value = metrics.fid(torch.randn(100_000, 1, generator=g), 1 + 2 * torch.randn(100_000, 1, generator=g))
+    assert value == pytest.approx(2.0, abs=0.05)
