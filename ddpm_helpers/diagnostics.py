@@ -9,7 +9,8 @@ timestep taken as t − 1 when sampling with fewer steps; a standard deviation u
 noise added at the last step; a network left in training mode; EMA weights still near their
 initial values; non-finite outputs under mixed precision. Each check uses exact answers where they
 exist (a Gaussian "oracle" network whose ε is known in closed form), so it tests the code, not the
-training. Taught in: 08_diagnostics.
+training. The diagnostics chapter that will teach it is not written yet; `tests/test_diagnostics.py` shows
+each check failing on the bug it is built for.
 """
 
 from __future__ import annotations

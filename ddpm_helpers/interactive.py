@@ -6,7 +6,7 @@ same output works in Jupyter, on Colab and in the static pages of the rendered b
 Python runs behind the page (ipywidgets render blank there). It refers to nothing outside itself:
 no CDN, no external URL, every frame inlined as a data URI, under a size budget.
 With a kernel, :meth:`FrameSlider.widget` shows the same frames with ipywidgets.
-Taught in: 01_forward_process (and used by the later chapters).
+Taught in: 01_forward_process.
 """
 
 from __future__ import annotations
