@@ -101,32 +101,28 @@ def check_batch(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must hold at least one item, got an empty batch of shape {tuple(x.shape)}")
 
 
+def _check_indices(x: torch.Tensor, batch_size: int, low: int, high: int, name: str, noun: str, hint: str = "") -> None:
+    """``x`` must be a (batch_size,) integer tensor with values in [low, high): labels and timesteps
+    share this contract. The values are checked only outside :func:`validated` (checking them
+    synchronises with the device)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a ({batch_size},) int64 tensor of {noun}s, got {type(x).__name__}")
+    if x.ndim != 1 or x.shape[0] != batch_size:
+        raise ValueError(f"{name} must have shape ({batch_size},), one {noun} per item, got shape {tuple(x.shape)}")
+    if x.is_floating_point() or x.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor of {noun}s, got dtype {x.dtype}")
+    if not values_checked() and x.numel() and (int(x.min()) < low or int(x.max()) >= high):
+        raise ValueError(f"{name} must hold {noun}s in [{low}, {high - 1}]{hint}, got values in [{int(x.min())}, {int(x.max())}]")
+
+
 def check_labels(y: torch.Tensor, batch_size: int, num_labels: int, name: str = "y") -> None:
-    """``y`` must be a (B,) integer tensor of labels in [0, num_labels); the values are checked
-    only outside :func:`validated` (checking them synchronises with the device)."""
-    if not isinstance(y, torch.Tensor):
-        raise ValueError(f"{name} must be a ({batch_size},) int64 tensor of labels, got {type(y).__name__}")
-    if y.ndim != 1 or y.shape[0] != batch_size:
-        raise ValueError(f"{name} must hold one label per item, shape ({batch_size},), got shape {tuple(y.shape)}")
-    if y.is_floating_point() or y.dtype == torch.bool:
-        raise ValueError(f"{name} must be an integer tensor of labels, got dtype {y.dtype}")
-    if not values_checked() and y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_labels):
-        raise ValueError(f"{name} must hold labels in [0, {num_labels - 1}], got values in [{int(y.min())}, {int(y.max())}]")
+    """``y`` must be a (B,) integer tensor of labels in [0, num_labels)."""
+    _check_indices(y, batch_size, 0, num_labels, name, "label")
 
 
 def check_timesteps(t: torch.Tensor, batch_size: int, T: int, name: str = "t", *, low: int = 0) -> None:
     """``t`` must be a (B,) integer tensor with values in [low, T) (``low=-1`` allows "past the end")."""
-    if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{name} must be a (B,) int64 tensor, got {type(t).__name__}")
-    if t.ndim != 1 or t.shape[0] != batch_size:
-        raise ValueError(f"{name} must have shape ({batch_size},), got shape {tuple(t.shape)}")
-    if t.is_floating_point() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integer timestep indices, got dtype {t.dtype}")
-    if t.numel() and not _VALIDATED.get() and (int(t.min()) < low or int(t.max()) >= T):
-        raise ValueError(
-            f"{name} must lie in [{low}, {T}) (0-based; the paper's step is t + 1), "
-            f"got values in [{int(t.min())}, {int(t.max())}]"
-        )
+    _check_indices(t, batch_size, low, T, name, "timestep", " (0-based; the paper's step is t + 1)")
 
 
 def check_earlier(t_prev: torch.Tensor, t: torch.Tensor, name: str = "t_prev") -> None:

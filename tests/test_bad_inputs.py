@@ -34,10 +34,10 @@ def unit(shape=(4, 1, 32, 32)):
 
 
 SHAPES = [
-    ("labels (1,) for a batch of 4, loss", lambda: dh.ddpm_loss(COND, X, S, y=torch.tensor([3])), r"y must hold one label per item, shape \(4,\)"),
-    ("labels (3,) for a batch of 4, loss", lambda: dh.ddpm_loss(COND, X, S, y=torch.tensor([3, 1, 2])), "y must hold one label per item"),
-    ("labels (1,) for a batch of 4, network", lambda: COND(X, T4, torch.tensor([3])), "y must hold one label per item"),
-    ("labels (4, 1)", lambda: COND(X, T4, torch.zeros(4, 1, dtype=torch.long)), r"shape \(4,\), got shape \(4, 1\)"),
+    ("labels (1,) for a batch of 4, loss", lambda: dh.ddpm_loss(COND, X, S, y=torch.tensor([3])), r"y must have shape \(4,\), one label per item"),
+    ("labels (3,) for a batch of 4, loss", lambda: dh.ddpm_loss(COND, X, S, y=torch.tensor([3, 1, 2])), r"y must have shape \(4,\), one label per item"),
+    ("labels (1,) for a batch of 4, network", lambda: COND(X, T4, torch.tensor([3])), r"y must have shape \(4,\), one label per item"),
+    ("labels (4, 1)", lambda: COND(X, T4, torch.zeros(4, 1, dtype=torch.long)), r"shape \(4,\), one label per item, got shape \(4, 1\)"),
     ("float labels", lambda: COND(X, T4, torch.zeros(4)), "integer tensor of labels"),
     ("label 11 (10 is the null class)", lambda: COND(X, T4, torch.tensor([0, 1, 2, 11])), r"labels in \[0, 10\]"),
     ("labels for an unconditional network", lambda: UNCOND(X, T4, torch.zeros(4, dtype=torch.long)), "unconditional"),

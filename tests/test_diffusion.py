@@ -153,7 +153,7 @@ def test_the_process_works_on_items_of_any_shape_and_range(schedule):
 def test_bad_inputs_raise_clear_errors(schedule, cfg, tiny_unet):
     x0 = torch.zeros(2, 1, 4, 4)
     eps = torch.zeros_like(x0)
-    with pytest.raises(ValueError, match=r"t must lie in \[0, 1000\)"):
+    with pytest.raises(ValueError, match=r"t must hold timesteps in \[0, 999\]"):
         dh.q_sample(x0, torch.tensor([0, 1000]), eps, schedule)
     with pytest.raises(ValueError, match=r"t must have shape \(2,\)"):
         dh.q_sample(x0, torch.tensor([0]), eps, schedule)

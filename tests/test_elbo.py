@@ -217,7 +217,7 @@ def test_bad_arguments_raise_value_errors_that_name_them(schedule):
     t = torch.tensor([0, 5])
     with pytest.raises(ValueError, match="variance"):
         E.vlb_terms(model, x0, t, schedule, variance="fixedlarge")
-    with pytest.raises(ValueError, match="t must lie"):
+    with pytest.raises(ValueError, match="t must hold timesteps in"):
         E.vlb_terms(model, x0, torch.tensor([0, 1000]), schedule)
     with pytest.raises(ValueError, match="t must have shape"):
         E.vlb_terms(model, x0, torch.tensor([0, 1, 2]), schedule)
