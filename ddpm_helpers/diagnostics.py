@@ -9,8 +9,10 @@ timestep taken as t − 1 when sampling with fewer steps; a standard deviation u
 noise added at the last step; a network left in training mode; EMA weights still near their
 initial values; non-finite outputs under mixed precision. Each check uses exact answers where they
 exist (a Gaussian "oracle" network whose ε is known in closed form), so it tests the code, not the
-training. The diagnostics chapter that will teach it is not written yet; `tests/test_diagnostics.py` shows
-each check failing on the bug it is built for.
+training. Two instruments go with the checks: :func:`loss_by_timestep`, the loss per band of
+timesteps beside the per-pixel Gaussian baseline (:class:`PerPixelGaussian`) that any trained
+network should beat. Taught in: 08_diagnostics; `tests/test_diagnostics.py` shows each check
+failing on the bug it is built for.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checks import check_images
-from .diffusion import q_sample
+from .checks import check_batch, check_images, check_positive_int
+from .diffusion import ddpm_loss, q_sample
 from .schedules import NoiseSchedule, per_sample
 from .steps import StepFunction, ddim_step, ddpm_step
 
@@ -76,6 +78,74 @@ class GaussianOracle(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         a = per_sample(self.schedule.alpha_bars.to(x_t.device)[t], x_t.ndim)
         return (1 - a).sqrt() * (x_t - a.sqrt() * self.mu) / (a * self.s**2 + 1 - a)
+
+
+class PerPixelGaussian(nn.Module):
+    """The best ε-prediction if every pixel were an independent Gaussian with the data's per-pixel mean
+    and variance (the oracle above, pixel by pixel): a "network" with no learning beyond two numbers
+    per pixel. Its expected loss at t is known in closed form (:meth:`expected_loss`); a trained
+    network that does not beat it at some t has learned nothing there about the shapes of digits."""
+
+    def __init__(self, images: torch.Tensor, schedule: NoiseSchedule) -> None:
+        super().__init__()
+        check_batch(images, "images")
+        self.schedule = schedule
+        self.register_buffer("mean", images.float().mean(0))
+        self.register_buffer("var", images.float().var(0, unbiased=False))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        a = per_sample(self.schedule.alpha_bars.to(x_t.device)[t], x_t.ndim)
+        return (1 - a).sqrt() * (x_t - a.sqrt() * self.mean) / (a * self.var + 1 - a)
+
+    def expected_loss(self, t: torch.Tensor) -> torch.Tensor:
+        """E‖ε − ε_pixel‖² / D at each t: the mean over pixels of ᾱ v / (ᾱ v + 1 − ᾱ), v the pixel's variance; (len(t),)."""
+        a = per_sample(self.schedule.alpha_bars.to(self.var.device)[t], self.var.ndim + 1)
+        return (a * self.var / (a * self.var + 1 - a)).flatten(1).mean(1)
+
+
+@dataclass(frozen=True)
+class TimestepBand:
+    """The loss of one band of timesteps [lo, hi): mean per-image loss (per pixel) with its standard
+    error, the per-pixel Gaussian baseline's expected loss there, and the same error measured on the
+    clean image, ‖x0 − x̂0‖²/D = loss / SNR(t)."""
+
+    lo: int
+    hi: int
+    loss: float
+    se: float
+    baseline: float
+    x0_error: float
+
+    @property
+    def ratio(self) -> float:
+        """loss / baseline: below 1 where the network knows more than per-pixel statistics."""
+        return self.loss / self.baseline
+
+
+@torch.no_grad()
+def loss_by_timestep(
+    model: nn.Module, images: torch.Tensor, schedule: NoiseSchedule, *, num_bands: int = 20, generator: torch.Generator | None = None
+) -> list[TimestepBand]:
+    """The ε-loss of ``model`` on ``images`` in ``num_bands`` equal bands of timesteps, each image
+    at one t drawn inside each band, beside the per-pixel Gaussian baseline fitted to the same images.
+    Healthy: below the baseline in every band, by the most in the middle bands (the digit's shape is
+    learnable there); at the noisiest bands both approach the same small loss. A network that is
+    worse than the baseline somewhere is undertrained there, or mis-scaled (data range, schedule)."""
+    check_images(images, "images")
+    check_positive_int(num_bands, "num_bands")
+    if num_bands > schedule.T:
+        raise ValueError(f"num_bands must be at most T = {schedule.T}, got {num_bands}")
+    baseline = PerPixelGaussian(images, schedule)
+    edges = torch.linspace(0, schedule.T, num_bands + 1).round().long().tolist()
+    snr = schedule.snr()
+    bands = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        t = torch.randint(lo, hi, (images.shape[0],), device=images.device, generator=generator)
+        eps = torch.randn(images.shape, device=images.device, generator=generator)
+        loss = ddpm_loss(model, images, schedule, t=t, eps=eps, reduction="none").float()
+        se = float(loss.std() / math.sqrt(loss.numel())) if loss.numel() > 1 else float("nan")
+        bands.append(TimestepBand(lo, hi, float(loss.mean()), se, float(baseline.expected_loss(t).mean()), float((loss / snr[t]).mean())))
+    return bands
 
 
 def _oracle_samples(step: StepFunction, schedule: NoiseSchedule, visited: list[int], n: int, seed: int) -> torch.Tensor:

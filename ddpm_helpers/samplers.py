@@ -18,7 +18,7 @@ from torch import nn
 from .checks import ConfigMixin, check_batch, check_choice, check_fraction, check_positive_int, validated
 from .diffusion import DataSpace
 from .schedules import NoiseSchedule
-from .steps import OPTIONS, STEPS, VARIANCES
+from .steps import OPTIONS, STEPS, VARIANCES, StepFunction
 
 SPACINGS = ("uniform", "quadratic", "log_snr", "karras")
 KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5
@@ -161,6 +161,7 @@ def iterate_sampler(
     y: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     generator: torch.Generator | None = None,
+    step: StepFunction | None = None,
 ) -> Iterator[SamplerState]:
     """Run the reverse process from ``x_T`` as ``spec`` says and yield a :class:`SamplerState` after
     every step; the last state's ``x`` is the sample.
@@ -177,7 +178,7 @@ def iterate_sampler(
     if y is not None and tuple(y.shape) != (x_T.shape[0],):
         raise ValueError(f"y must hold one label per sample, shape ({x_T.shape[0]},), got {tuple(y.shape)}")
     steps = spec.steps(schedule.T, schedule)
-    step, clip = STEPS[spec.method], _clip_range(spec, space)
+    step, clip = step or STEPS[spec.method], _clip_range(spec, space)
     x, batch = x_T, x_T.shape[0]
     previous = None  # (t, x0_hat) of the step before, for the multistep solver
     for i, t_value in enumerate(steps):
@@ -202,6 +203,7 @@ def sample(
     guidance_scale: float = 1.0,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    step: StepFunction | None = None,
 ) -> torch.Tensor:
     """Draw x_T ~ N(0, I) of ``space.shape`` and run :func:`iterate_sampler` to the end; returns
     (N, *space.shape), clamped to the space's range when it has one (images), untouched otherwise.
@@ -212,7 +214,7 @@ def sample(
     a thousand, whose activations no longer fit the caches (``benchmarks/sample_speed.py``).
     All of x_T is drawn first, so the starting noise does not depend on ``batch_size``; the
     fresh noise of stochastic steps is drawn chunk after chunk, so those samples repeat for a
-    given ``batch_size``.
+    given ``batch_size``. ``step`` replaces the method's step function (see :func:`iterate_sampler`).
     """
     check_positive_int(num_samples, "num_samples")
     if batch_size is not None:
@@ -224,7 +226,7 @@ def sample(
     samples = []
     for start in range(0, num_samples, chunk):
         labels = None if y is None else y[start:start + chunk]
-        for state in iterate_sampler(model, x_T[start:start + chunk], space, schedule, spec, y=labels, guidance_scale=guidance_scale, generator=generator):
+        for state in iterate_sampler(model, x_T[start:start + chunk], space, schedule, spec, y=labels, guidance_scale=guidance_scale, generator=generator, step=step):
             pass
         samples.append(state.x if space.value_range is None else state.x.clamp(*space.value_range))
     return torch.cat(samples)

@@ -132,3 +132,23 @@ def test_ema_check_without_the_initial_weights_uses_the_relative_distance():
             p.mul_(3.0)
     assert dh.diagnostics.check_ema(MODEL, MODEL).passed
     assert not dh.diagnostics.check_ema(far, MODEL).passed
+
+
+def test_the_per_pixel_baseline_scores_its_own_expected_loss():
+    """Fed to loss_by_timestep, the per-pixel Gaussian scores what its formula says, band by band."""
+    bands = dh.diagnostics.loss_by_timestep(dh.diagnostics.PerPixelGaussian(IMAGES, S), IMAGES.repeat(16, 1, 1, 1), S,
+                                            num_bands=5, generator=torch.Generator().manual_seed(0))
+    assert [(b.lo, b.hi) for b in bands] == [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
+    for band in bands:
+        assert abs(band.loss - band.baseline) < 5 * band.se + 1e-3, band
+        assert band.ratio == pytest.approx(band.loss / band.baseline)
+    assert bands[0].baseline > bands[-1].baseline  # little noise: every pixel's value is in x_t, most of eps is not
+
+
+def test_loss_by_timestep_reads_the_x0_error_through_the_snr():
+    model = dh.diagnostics.PerPixelGaussian(IMAGES, S)
+    band = dh.diagnostics.loss_by_timestep(model, IMAGES, S, num_bands=1000, generator=torch.Generator().manual_seed(0))[500]
+    assert (band.lo, band.hi) == (500, 501)
+    assert band.x0_error == pytest.approx(band.loss / float(S.snr()[500]), rel=1e-5)
+    with pytest.raises(ValueError, match="num_bands must be at most T = 1000"):
+        dh.diagnostics.loss_by_timestep(model, IMAGES, S, num_bands=1001)

@@ -429,3 +429,23 @@ def test_sampling_in_chunks_repeats_for_a_given_batch_size(schedule):
         dh.sample(RecordingModel(), 5, dh.MNIST_PIXELS, schedule, dh.SamplerSpec("ddim", num_steps=4), batch_size=0)
     with pytest.raises(ValueError, match="sample_batch_size"):
         dh.config.TINY.replace(sample_batch_size=0)
+
+
+def test_a_step_function_given_to_sample_replaces_the_methods_own(schedule):
+    """``step=`` runs another step function through the same loop: the built-in one passed explicitly
+    gives the same samples; a wrapper sees every visited timestep with the spec's options."""
+    spec = dh.SamplerSpec("ddim", num_steps=5, eta=1.0, clip_x0=False)
+    oracle = GaussianOracle(schedule, 0.3, 0.2)
+    draw = lambda **kw: dh.sample(oracle, 64, POINT, schedule, spec, generator=torch.Generator().manual_seed(1), **kw)
+    seen = []
+
+    def recording_step(x_t, t, t_prev, eps_hat, schedule, **options):
+        seen.append((int(t[0]), int(t_prev[0]), options["eta"]))
+        return dh.ddim_step(x_t, t, t_prev, eps_hat, schedule, **options)
+
+    torch.testing.assert_close(draw(step=dh.ddim_step), draw(), rtol=0, atol=0)
+    torch.testing.assert_close(draw(step=recording_step), draw(), rtol=0, atol=0)
+    visited = dh.timesteps(schedule.T, 5)
+    assert seen == [(t, p, 1.0) for t, p in zip(visited, visited[1:] + [-1])]
+    halved = lambda *args, **options: dh.Step(*(0.5 * v for v in dh.ddim_step(*args, **options)))
+    assert not torch.allclose(draw(step=halved), draw())
