@@ -128,9 +128,11 @@ def loss_by_timestep(
 ) -> list[TimestepBand]:
     """The ε-loss of ``model`` on ``images`` in ``num_bands`` equal bands of timesteps, each image
     at one t drawn inside each band, beside the per-pixel Gaussian baseline fitted to the same images.
-    Healthy: below the baseline in every band, by the most in the middle bands (the digit's shape is
-    learnable there); at the noisiest bands both approach the same small loss. A network that is
-    worse than the baseline somewhere is undertrained there, or mis-scaled (data range, schedule)."""
+    Healthy: far below the baseline in the low and middle bands, where the digit's shape decides
+    the noise. In the noisiest bands the best prediction is almost x_t itself and the baseline's
+    loss is tiny, so an ε-network can sit above it there at little cost in absolute loss (the
+    book's model does from t ≈ 700; its x̂0 = (x_t − √(1−ᾱ) ε̂)/√ᾱ magnifies that error). A network
+    above the baseline in the middle bands is undertrained, or mis-scaled (data range, schedule)."""
     check_images(images, "images")
     check_positive_int(num_bands, "num_bands")
     if num_bands > schedule.T:
