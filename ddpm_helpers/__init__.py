@@ -28,7 +28,7 @@ from .runtime import describe_device, mixed_precision_dtype, pick_device, seed_e
 from .samplers import SamplerSpec, SamplerState, guided_eps, iterate_sampler, sample, timesteps
 from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_betas, make_schedule, per_sample, schedule_from_betas
 from .steps import STEPS, Step, ddim_sigma, ddim_step, ddpm_step, dpm_solver_sde_step, dpm_solver_step
-from .training import History, TrainState, drop_labels, init_train_state, learning_rate, train, train_step, validation_loss
+from .training import History, TrainState, drop_labels, init_train_state, learning_rate, record_losses, train, train_step, validation_loss
 from .unet import UNet, UNetConfig, count_parameters
 from .viz import COLORS, DIGIT_COLORS, SCHEDULE_COLORS, image_grid, plain_log_axis, plot_losses, plot_tsne, save_gif, show_images, show_strip
 from .weights import WEIGHTS_DIR
@@ -44,7 +44,7 @@ __all__ = sorted([
     "ddpm_step", "describe_device", "eps_from_v", "loss_weights", "dpm_solver_sde_step", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
     "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
     "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "mixed_precision_dtype", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",
-    "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint", "reconstruction_loss",
+    "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint", "reconstruction_loss", "record_losses",
     "resume_or_init", "sample", "save_checkpoint", "save_gif", "save_pretrained", "schedule_from_betas",
     "seed_everything", "show_images", "show_strip", "timestep_embedding", "timesteps", "to_model_range",
     "to_pixel_range", "train", "train_autoencoder", "train_classifier", "train_step", "v_target", "validation_loss",
