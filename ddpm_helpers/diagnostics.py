@@ -128,6 +128,7 @@ def loss_by_timestep(
 ) -> list[TimestepBand]:
     """The ε-loss of ``model`` on ``images`` in ``num_bands`` equal bands of timesteps, each image
     at one t drawn inside each band, beside the per-pixel Gaussian baseline fitted to the same images.
+    The images' range is not checked, so that data in the wrong range can be diagnosed too.
     Healthy: far below the baseline in the low and middle bands, where the digit's shape decides
     the noise. In the noisiest bands the best prediction is almost x_t itself and the baseline's
     loss is tiny, so an ε-network can sit above it there at little cost in absolute loss (the

@@ -177,6 +177,8 @@ def iterate_sampler(
         raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (guidance mixes conditional and unconditional predictions)")
     if y is not None and tuple(y.shape) != (x_T.shape[0],):
         raise ValueError(f"y must hold one label per sample, shape ({x_T.shape[0]},), got {tuple(y.shape)}")
+    if step is not None and not callable(step):
+        raise ValueError(f"step must be a step function with the signature of dh.STEPS (or None for spec.method's own), got {type(step).__name__}")
     steps = spec.steps(schedule.T, schedule)
     step, clip = step or STEPS[spec.method], _clip_range(spec, space)
     x, batch = x_T, x_T.shape[0]

@@ -449,3 +449,5 @@ def test_a_step_function_given_to_sample_replaces_the_methods_own(schedule):
     assert seen == [(t, p, 1.0) for t, p in zip(visited, visited[1:] + [-1])]
     halved = lambda *args, **options: dh.Step(*(0.5 * v for v in dh.ddim_step(*args, **options)))
     assert not torch.allclose(draw(step=halved), draw())
+    with pytest.raises(ValueError, match="step must be a step function .* got str"):
+        draw(step="ddim")
