@@ -152,3 +152,22 @@ def test_loss_by_timestep_reads_the_x0_error_through_the_snr():
     assert band.x0_error == pytest.approx(band.loss / float(S.snr()[500]), rel=1e-5)
     with pytest.raises(ValueError, match="num_bands must be at most T = 1000"):
         dh.diagnostics.loss_by_timestep(model, IMAGES, S, num_bands=1001)
+
+
+def test_a_textbook_ema_still_holds_most_of_its_start_after_1500_updates():
+    """Chapter 8's claim: decay 0.9999 without warm-up keeps 0.9999^1500 ≈ 86% of the initial weights,
+    while the package's warmed-up EMA (decay 0.995) has forgotten them."""
+    start, trained = torch.ones(1), torch.zeros(1)
+    textbook = start.clone()
+    for _ in range(1500):
+        textbook.lerp_(trained, 1 - 0.9999)
+    assert float(textbook) == pytest.approx(0.861, abs=0.001)
+    net = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema = dh.EMA(net, decay=0.995)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    for _ in range(1500):
+        ema.update(net)
+    assert float(ema.model.weight) < 1e-3
