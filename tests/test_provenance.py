@@ -20,7 +20,6 @@ import make_manifest  # noqa: E402
 KNOWN_STALE = {
     "notebooks/04_training": "code edited since its full run (settings print, train_step check)",
     "notebooks/05_sampling": "code edited since its full run (oracle cell unclamped)",
-    "notebooks/07_conditional": "code edited since its full run (unclamped toy histograms)",
 }
 
 
