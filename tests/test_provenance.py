@@ -18,7 +18,7 @@ import make_manifest  # noqa: E402
 # due for one re-run with the final weights (the trust pass). The list may only shrink: a chapter
 # on it that has become fresh fails the test below until it is removed.
 KNOWN_STALE = {
-    "notebooks/04_training": "code edited since its full run (settings print, train_step check)",
+    "notebooks/04_training": "code edited since its full run (settings print, train_step check, provenance record, the levers section, the class histogram and copies test)",
 }
 
 
