@@ -6,11 +6,16 @@ This is how the shipped models of the latent chapter (and, with their names, of 
 conditional chapters) are reproduced: the chapter is the one code path that trains them, and
 ``scripts/publish_weights.py`` the one step that copies a checked model into the package.
 The notebook runs in its own folder, so its run folder is ``notebooks/runs/<chapter>/``.
+
+The executed notebook is written beside the chapter first and replaces it only at the end, and only
+if the chapter's file is unchanged since the run began: an edit saved during a run (which an
+in-place run would silently overwrite) stops the script with both versions kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +23,27 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def executed_path(notebook: Path) -> Path:
+    """Where the run writes the executed chapter before it replaces the original."""
+    return notebook.with_name(f".{notebook.stem}.running.ipynb")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def replace_if_unchanged(notebook: Path, executed: Path, digest_at_start: str) -> None:
+    """Move ``executed`` over ``notebook``, unless ``notebook`` changed since the run began.
+
+    Raises SystemExit naming both files when it did: the edit is in the chapter, the outputs in
+    the executed copy, and neither is lost.
+    """
+    if digest(notebook) != digest_at_start:
+        raise SystemExit(f"{notebook.name} was edited during the run: its outputs are in {executed} and the edited "
+                         f"chapter is untouched; commit the edit and run the chapter again")
+    os.replace(executed, notebook)  # atomic on one file system: the chapter is never half written
 
 
 def main() -> None:
@@ -30,8 +56,12 @@ def main() -> None:
     if not notebook.is_file() or notebook.suffix != ".ipynb":
         raise SystemExit(f"notebook must be an existing .ipynb file, got {args.notebook}")
     started = time.perf_counter()
+    at_start = digest(notebook)
+    executed = executed_path(notebook)
     env = {**os.environ, "DDPM_MODE": "full"}
-    subprocess.run([sys.executable, "-m", "jupyter", "execute", "--inplace", "--timeout=-1", notebook.name], cwd=notebook.parent, env=env, check=True)
+    subprocess.run([sys.executable, "-m", "jupyter", "execute", f"--output={executed.name}", "--timeout=-1", notebook.name],
+                   cwd=notebook.parent, env=env, check=True)
+    replace_if_unchanged(notebook, executed, at_start)
     print(f"{notebook.name}: full run stored in {(time.perf_counter() - started) / 60:.1f} min")
     for name in args.publish:
         source = notebook.parent / "runs" / notebook.stem / name

@@ -13,6 +13,7 @@ import ddpm_helpers as dh
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import make_manifest  # noqa: E402
+import run_chapter  # noqa: E402
 
 # Chapters whose stored outputs predate the provenance record, or the current package, and are
 # due for one re-run with the final weights (the trust pass). The list may only shrink: a chapter
@@ -67,3 +68,21 @@ def test_stored_outputs_come_from_a_full_run_with_todays_configuration(chapter):
 def test_results_manifest_agrees_with_the_notebooks():
     expected = json.dumps(make_manifest.manifest(), indent=2) + "\n"
     assert (ROOT / "results.json").read_text() == expected, "results.json is out of date: run python scripts/make_manifest.py"
+
+
+def test_a_chapter_edited_during_its_run_keeps_both_versions(tmp_path):
+    chapter = tmp_path / "chapter.ipynb"
+    chapter.write_text("the source as the run began")
+    executed = run_chapter.executed_path(chapter)
+    assert executed.parent == chapter.parent and executed.name.startswith(".")  # beside it, hidden from globs
+    at_start = run_chapter.digest(chapter)
+
+    executed.write_text("executed")
+    chapter.write_text("an edit saved during the run")
+    with pytest.raises(SystemExit, match="chapter.ipynb was edited during the run"):
+        run_chapter.replace_if_unchanged(chapter, executed, at_start)
+    assert chapter.read_text() == "an edit saved during the run" and executed.read_text() == "executed"
+
+    chapter.write_text("the source as the run began")  # unchanged: the outputs replace the chapter
+    run_chapter.replace_if_unchanged(chapter, executed, at_start)
+    assert chapter.read_text() == "executed" and not executed.exists()
