@@ -31,6 +31,7 @@ def executed_path(notebook: Path) -> Path:
 
 
 def digest(path: Path) -> str:
+    """The SHA-256 of the file's bytes: any saved edit changes it."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
