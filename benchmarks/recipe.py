@@ -23,10 +23,7 @@ import time
 import torch
 
 from common import RESULTS, dh, save
-from time_to_quality import real_reference
-
-PROBE_STEPS = 10  # steps that measure the speed before the first jump towards an evaluation minute
-
+from time_to_quality import real_reference, train_to
 
 def parse_changes(pairs: list[str]) -> dict[str, object]:
     """``["train.lr=0.003", "diffusion.schedule=cosine", "seed=1"]`` → ``{"train": {"lr": 0.003}, "diffusion": {...}, "seed": 1}``."""
@@ -52,18 +49,6 @@ def configure(changes: dict[str, object]) -> dh.Config:
     for name, value in changes.items():
         cfg = cfg.replace(**{name: getattr(cfg, name).replace(**value) if isinstance(value, dict) else value})
     return cfg
-
-
-def train_to(state: dh.TrainState, seconds: float, train_set, schedule, cfg) -> None:
-    """Train until ``seconds`` of training time have passed or the run's plan ends."""
-    plan = state.num_steps if state.num_steps is not None else float("inf")
-    if state.max_seconds is not None:
-        seconds = min(seconds, state.max_seconds)
-    while state.elapsed < seconds and state.step < plan:
-        more = PROBE_STEPS if state.step == 0 else max(1, round((seconds - state.elapsed) * state.step / state.elapsed))
-        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=int(min(plan, state.step + more)), progress=False)
-        if state.max_seconds is not None and state.elapsed >= state.max_seconds:
-            break
 
 
 def judge_seeds(model, schedule, reference, cfg: dh.Config, first: dict, num_seeds: int) -> dict:

@@ -43,16 +43,21 @@ def evaluate(model, schedule, reference, cfg):
     return report, time.perf_counter() - start
 
 
-def train_until(state, seconds, train_set, schedule, cfg):
-    """Train until ``seconds`` of training time have passed.
+def train_to(state: dh.TrainState, seconds: float, train_set, schedule, cfg: dh.Config) -> None:
+    """Train until ``seconds`` of training time have passed, or the run's plan (steps or seconds) ends.
 
     dh.train stops at a step count, or when the run's whole planned time is spent, but not at an
     earlier minute; so ask it for as many steps as the speed so far predicts (after a short probe),
     and again until the training clock has passed ``seconds``.
     """
-    while state.elapsed < seconds:
+    plan = state.num_steps if state.num_steps is not None else float("inf")
+    if state.max_seconds is not None:
+        seconds = min(seconds, state.max_seconds)
+    while state.elapsed < seconds and state.step < plan:
         more = PROBE_STEPS if state.step == 0 else max(1, math.ceil((seconds - state.elapsed) * state.step / state.elapsed))
-        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=state.step + more, progress=False)
+        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=int(min(plan, state.step + more)), progress=False)
+        if state.max_seconds is not None and state.elapsed >= state.max_seconds:
+            break
 
 
 def main() -> None:
@@ -67,7 +72,7 @@ def main() -> None:
     train_set = dh.ImageSet(train_set.images.to(device), train_set.labels.to(device))  # moved once, not on every call of dh.train
     rows = []
     for minutes in size["minutes"]:
-        train_until(state, 60 * minutes, train_set, schedule, cfg)
+        train_to(state, 60 * minutes, train_set, schedule, cfg)
         report, sample_seconds = evaluate(state.ema.model, schedule, reference, cfg)
         rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_seen": state.step * cfg.train.batch_size,
                      "fid": round(report.fid, 2), "confident_fraction": round(report.confident_fraction, 4),
