@@ -84,3 +84,21 @@ def test_a_chapter_edited_during_its_run_keeps_both_versions(tmp_path):
     chapter.write_text("the source as the run began")  # unchanged: the outputs replace the chapter
     run_chapter.replace_if_unchanged(chapter, executed, at_start)
     assert chapter.read_text() == "executed" and not executed.exists()
+
+
+def test_chapter_4_levers_table_lists_every_recorded_recipe_run():
+    """Chapter 4 reads the recipe benchmark's results from the repository, which its provenance
+    record does not cover: a run recorded after the chapter's own run would be missing from its
+    stored table (this happened once, and only a re-read caught it)."""
+    recorded = set()
+    for path in (ROOT / "benchmarks" / "results").glob("recipe_*-cpu.json"):
+        run = json.loads(path.read_text())
+        if "summary" in run and run["results"].get("checkpoints"):  # the same filter as the chapter's cell
+            recorded.add(run["results"]["name"])
+    notebook = json.loads((ROOT / "notebooks" / "04_training.ipynb").read_text())
+    tables = ["".join(output.get("text", "")) for cell in notebook["cells"] if cell["cell_type"] == "code"
+              for output in cell.get("outputs", []) if "changes (config fields)" in "".join(output.get("text", ""))]
+    assert len(tables) == 1, f"expected one stored levers table in chapter 4, found {len(tables)}"
+    shown = {line.split()[0] for line in tables[0].splitlines()[1:] if line.strip()}
+    assert shown == recorded, (f"chapter 4's stored levers table shows {sorted(shown)} but benchmarks/results records "
+                               f"{sorted(recorded)}: re-run the chapter with scripts/run_chapter.py")
