@@ -8,6 +8,7 @@ same number of samples, and report that number. Taught in: measuring_quality.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -144,13 +145,18 @@ def _as_pixel_arrays(x: torch.Tensor, name: str) -> np.ndarray:
 
 
 def psnr(reference: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image in dB, on [0, 1] pixels (data range 1), via scikit-image. (N,)"""
+    """Peak signal-to-noise ratio per image in dB, on [0, 1] pixels (data range 1), via scikit-image. (N,)
+
+    An image identical to its reference has no error and an infinite PSNR: it is returned as ``inf``
+    without the divide-by-zero warning scikit-image raises on the way.
+    """
     from skimage.metrics import peak_signal_noise_ratio
 
     ref, img = _as_pixel_arrays(reference, "reference"), _as_pixel_arrays(images, "images")
     if ref.shape != img.shape:
         raise ValueError(f"reference and images must have the same shape, got {ref.shape} and {img.shape}")
-    return torch.tensor([peak_signal_noise_ratio(r, i, data_range=1.0) for r, i in zip(ref, img)])
+    values = [math.inf if np.array_equal(r, i) else peak_signal_noise_ratio(r, i, data_range=1.0) for r, i in zip(ref, img)]
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def ssim(reference: torch.Tensor, images: torch.Tensor) -> torch.Tensor:

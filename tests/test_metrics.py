@@ -1,6 +1,7 @@
 import hashlib
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -57,7 +58,9 @@ def test_kid_is_unbiased_on_identical_distributions():
 
 def test_psnr_known_values():
     x = torch.full((2, 1, 16, 16), -0.5)  # a constant grey (an all-positive batch would look like [0, 1] images)
-    assert torch.isinf(metrics.psnr(x, x)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # identical images: inf, without a divide-by-zero warning
+        assert torch.isinf(metrics.psnr(x, x)).all() and metrics.psnr(x, x).dtype == torch.float64
     # an error of 0.1 in [-1, 1] is 0.05 in [0, 1]: PSNR = 10 log10(1 / 0.05²) ≈ 26.02 dB
     torch.testing.assert_close(metrics.psnr(x, x + 0.1), torch.full((2,), 10 * math.log10(1 / 0.05**2), dtype=torch.float64))
 
