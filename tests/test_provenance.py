@@ -88,8 +88,8 @@ def test_a_chapter_edited_during_its_run_keeps_both_versions(tmp_path):
 
 def test_chapter_4_levers_table_lists_every_recorded_recipe_run():
     """Chapter 4 reads the recipe benchmark's results from the repository, which its provenance
-    record does not cover: a run recorded after the chapter's own run would be missing from its
-    stored table (this happened once, and only a re-read caught it)."""
+    record does not cover: a run recorded after the chapter's own run is missing from its stored
+    table until the chapter is re-run, and no other test would notice."""
     recorded = set()
     for path in (ROOT / "benchmarks" / "results").glob("recipe_*-cpu.json"):
         run = json.loads(path.read_text())
