@@ -85,6 +85,8 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--results", type=__import__("pathlib").Path, default=RESULTS)
     args = p.parse_args()
+    if args.final_seeds < 1:
+        p.error(f"--final-seeds must be at least 1 (the judgement at the config's seed), got {args.final_seeds}")
     args.size = f"{args.minutes} min" if args.minutes else f"{args.steps} steps"
 
     cfg = configure(parse_changes(args.changes))
