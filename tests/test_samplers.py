@@ -143,8 +143,29 @@ def test_a_single_step_jumps_from_pure_noise_to_the_posterior_mean(schedule, met
     assert [state.t for state in states] == [999]
     alpha_bar = schedule.alpha_bars[999].double()
     expected = mu + alpha_bar.sqrt() * s**2 * (x_T.double() - alpha_bar.sqrt() * mu) / (alpha_bar * s**2 + 1 - alpha_bar)
-    torch.testing.assert_close(states[0].x.double(), expected, atol=1e-4, rtol=0)
-    torch.testing.assert_close(states[0].x, states[0].x0_hat)
+    # Error analysis (u = 2⁻²⁴, float32 unit roundoff; `expected` is float64 from the same float32 ᾱ,
+    # so its own error is ~1e-16 and ᾱ itself is common to both sides). x0_hat = (x_T − √(1−ᾱ)·ε̂)/√ᾱ
+    # subtracts two numbers of size |x_T| to leave √ᾱ·x0_hat ≈ 2e-3, so every rounding of size u·|x_T| in
+    # the numerator is multiplied by 1/√ᾱ ≈ 157 in x0_hat. Roundings of relative size u on |x_T|, counted
+    # with each division as two (x·(1/y), as vectorised kernels may compute it) and a square root of a
+    # rounded argument as two:
+    #   the oracle's ε̂ = √(1−ᾱ)(x_T − √ᾱ·mu)/(ᾱ s² + 1 − ᾱ) in float32: √(1−ᾱ) 2, x_T − … 1, the product 1,
+    #     the denominator 2 (+1, −ᾱ; the ᾱ s² roundings are ᾱ-small), the division 2            → 8
+    #   predict_x0: the stored float32 √(1−ᾱ) 1, its product with ε̂ 1, the subtraction 1         → 3
+    # so |numerator error| ≤ 11·u·|x_T|. The roundings proportional to √ᾱ·mu (of √ᾱ·mu in the oracle) and
+    # to x0_hat (the stored √ᾱ and the final division, 3 roundings of u·|x0_hat| ≈ u·mu) are covered
+    # by c = mu. With k = 12 ≥ 11:  |Δ_i| ≤ 12·u·(|x_T,i| + mu)/√ᾱ, ≤ 4e-4 at |x_T| = 3.5 (observed:
+    # about 2.7·u·(|x_T| + mu)/√ᾱ on AMD EPYC, max 8.8e-5; 1.25e-4 on an Intel Xeon, which failed the old
+    # fixed atol=1e-4). The bound stays below 1e-3 everywhere, so an error of 1e-2 (a wrong coefficient,
+    # an off-by-one ᾱ) cannot hide in it: checked below.
+    u = torch.finfo(torch.float32).eps / 2
+    bound = 12 * u * (x_T.double().abs() + mu) / alpha_bar.sqrt()
+    assert float(bound.max()) < 1e-3
+    error = (states[0].x.double() - expected).abs()
+    assert bool((error <= bound).all()), f"max |Δ| {float(error.max()):.3g}, worst |Δ|/bound {float((error / bound).max()):.3g}"
+    torch.testing.assert_close(states[0].x, states[0].x0_hat, rtol=0, atol=0)  # t_prev = −1: ᾱ_prev = 1, σ_prev = 0, exact
+    # The posterior mean's spread over x_T is √ᾱ·s²·std(x_T) ≈ 2.5e-4, and the rounding above is ≤ 4e-4 per
+    # element: the mean of 1,000 lies within 1e-3 of mu and the std below 1e-3 (both > 2× the worst case).
     assert float(states[0].x.mean()) == pytest.approx(mu, abs=1e-3) and float(states[0].x.std()) < 1e-3
 
 
