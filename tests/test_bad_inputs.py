@@ -21,10 +21,11 @@ import ddpm_helpers as dh
 
 S = dh.make_schedule("linear", 1000)
 TINY_NET = dh.UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,))
-torch.manual_seed(0)
-UNCOND = dh.UNet(TINY_NET)
-COND = dh.UNet(TINY_NET.replace(num_classes=10))
-X = torch.rand(4, 1, 32, 32) * 2 - 1
+with torch.random.fork_rng():  # seeded here without changing the global RNG that other test files see
+    torch.manual_seed(0)
+    UNCOND = dh.UNet(TINY_NET)
+    COND = dh.UNet(TINY_NET.replace(num_classes=10))
+    X = torch.rand(4, 1, 32, 32) * 2 - 1
 T4 = torch.zeros(4, dtype=torch.long)
 CLASSIFIER = dh.load_classifier()
 
@@ -59,7 +60,7 @@ RANGES = [
     ("[0, 1] images to SSIM", lambda: dh.metrics.ssim(unit(), unit()), "look like \\[0, 1\\] images"),
     ("[0, 255] images to the classifier", lambda: dh.metrics.classify(CLASSIFIER, unit() * 255), r"must lie in \[-1, 1\]"),
     ("[0, 1] images to training", lambda: dh.train(dh.init_train_state(dh.UNet(TINY_NET), dh.TINY.train), dh.ImageSet(unit((16, 1, 32, 32)), torch.zeros(16, dtype=torch.long)),
-                                                  dh.MNIST_PIXELS, S, dh.TINY.train, progress=False), "look like \\[0, 1\\] images"),
+                                                  dh.MNIST_PIXELS, S, dh.TINY.train, diffusion=dh.TINY.diffusion, progress=False), "look like \\[0, 1\\] images"),
     ("[0, 1] images to bits/dim", lambda: dh.elbo.nll_bits_per_dim(UNCOND, unit((2, 1, 32, 32)), S, num_timesteps=2), "look like \\[0, 1\\] images"),
     ("[0, 1] images to the prior KL", lambda: dh.elbo.prior_kl(unit((2, 1, 32, 32)), S), "look like \\[0, 1\\] images"),
     ("label 10 of 10 classes", lambda: dh.metrics.class_accuracy(torch.randn(4, 10), torch.tensor([10, 1, 2, 3])), r"labels in \[0, 9\]"),
@@ -102,7 +103,7 @@ def _checkpoint(tmp_path):
     cfg = dh.TINY
     state = dh.init_train_state(dh.UNet(TINY_NET), cfg.train)
     path = tmp_path / "run.pt"
-    dh.save_checkpoint(path, state, S, cfg.train)
+    dh.save_checkpoint(path, state, cfg.diffusion, cfg.train)
     return path, cfg
 
 
@@ -115,7 +116,7 @@ def test_a_checkpoint_with_flipped_bytes_is_refused(tmp_path, offset_share):
         data[i] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="damaged|corrupt"):
-        dh.load_checkpoint(path, dh.UNet(TINY_NET), S, cfg.train)
+        dh.load_checkpoint(path, dh.UNet(TINY_NET), cfg.diffusion, cfg.train)
 
 
 def test_a_checkpoint_without_its_checksum_is_refused(tmp_path):
@@ -124,7 +125,7 @@ def test_a_checkpoint_without_its_checksum_is_refused(tmp_path):
     del payload["content_sha256"]
     torch.save(payload, path)
     with pytest.raises(ValueError, match="no content checksum"):
-        dh.load_checkpoint(path, dh.UNet(TINY_NET), S, cfg.train)
+        dh.load_checkpoint(path, dh.UNet(TINY_NET), cfg.diffusion, cfg.train)
 
 
 def test_shipped_weights_and_cards_are_cross_checked(tmp_path):
@@ -198,10 +199,10 @@ def test_an_interrupt_between_steps_keeps_every_loss(monkeypatch):
 
     monkeypatch.setattr(dh.training, "train_step", step_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, progress=False)
+        dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, diffusion=cfg.diffusion, progress=False)
     monkeypatch.undo()
     assert state.step == 3 and len(state.history.train_loss) == 3  # every step taken has its loss
-    dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, progress=False)  # and the run simply continues
+    dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, diffusion=cfg.diffusion, progress=False)  # and the run simply continues
     assert state.step == 6 and len(state.history.train_loss) == 6
 
 
@@ -209,7 +210,7 @@ def test_an_interrupt_inside_a_step_is_detected(monkeypatch):
     cfg = dh.TINY
     data = dh.load_mnist("train", cfg)
     state = dh.init_train_state(dh.UNet(TINY_NET), cfg.train, num_steps=6)
-    dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, num_steps=2, progress=False)
+    dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, diffusion=cfg.diffusion, num_steps=2, progress=False)
     real_update = state.ema.update
 
     def interrupted_update(model):
@@ -217,8 +218,8 @@ def test_an_interrupt_inside_a_step_is_detected(monkeypatch):
 
     state.ema.update = interrupted_update
     with pytest.raises(KeyboardInterrupt):
-        dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, progress=False)
+        dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, diffusion=cfg.diffusion, progress=False)
     state.ema.update = real_update
     assert state.step == 2 and len(state.history.train_loss) == 2
     with pytest.raises(RuntimeError, match="interrupted in the middle of step 3.*Resume from the last checkpoint"):
-        dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, progress=False)
+        dh.train(state, data, dh.MNIST_PIXELS, S, cfg.train, diffusion=cfg.diffusion, progress=False)

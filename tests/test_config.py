@@ -1,8 +1,11 @@
 import dataclasses
 import math
+import random
 import re
 
+import numpy as np
 import pytest
+import torch
 
 import ddpm_helpers as dh
 from ddpm_helpers.checks import config_to_dict
@@ -141,10 +144,21 @@ def test_bad_config_values_are_refused():
         dh.TINY.unet.replace(channels=12)
 
 
-def test_seed_everything_returns_a_seeded_generator():
-    a = dh.seed_everything(3)
-    b = dh.seed_everything(3)
-    assert a.initial_seed() == b.initial_seed() == 3
+def test_seed_everything_reseeds_python_numpy_and_torch_and_returns_a_seeded_generator():
+    def draws(seed):
+        generator = dh.seed_everything(seed)
+        return (random.random(), float(np.random.rand()), torch.rand(4).tolist(), torch.rand(4, generator=generator).tolist())
+
+    with torch.random.fork_rng():  # leave the global torch RNG of later tests as it was
+        state = random.getstate(), np.random.get_state()
+        try:
+            first, again, other = draws(3), draws(3), draws(4)
+            assert dh.seed_everything(3).initial_seed() == 3
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
+    assert first == again  # each source repeats its draws after reseeding
+    assert all(a != b for a, b in zip(first, other))  # and each differs for another seed
 
 
 def test_components_must_have_their_own_types():

@@ -126,13 +126,25 @@ def test_min_snr_weights_cap_the_snr_at_gamma(schedule):
         dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps, prediction="x0")
 
 
-def test_eps_from_v_module_keeps_the_class_count(schedule, tiny_unet):
-    wrapped = dh.EpsFromV(tiny_unet, schedule)
-    assert getattr(wrapped, "num_classes", None) == getattr(tiny_unet, "num_classes", None)
-    x = torch.randn(2, 1, 32, 32)
-    t = torch.tensor([3, 900])
+def test_eps_from_v_module_keeps_the_class_count_and_converts_the_output(schedule):
+    """A conditional v-network wrapped: it keeps num_classes = 10 (guidance reads it), and its output is
+    eps_from_v of the network's own output for the same labels."""
+    g = torch.Generator().manual_seed(11)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        v_net = dh.UNet(dh.UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(16,), num_classes=10))
+        torch.nn.init.normal_(v_net.head[-1].weight, std=0.1)  # the zero-initialised head would output v = 0
+    wrapped = dh.EpsFromV(v_net, schedule)
+    assert wrapped.num_classes == v_net.num_classes == 10
+    x, t, y = torch.randn((2, 1, 32, 32), generator=g), torch.tensor([3, 900]), torch.tensor([4, 7])
     with torch.no_grad():
-        torch.testing.assert_close(wrapped(x, t), dh.eps_from_v(x, t, tiny_unet(x, t), schedule))
+        v = v_net(x, t, y)
+        eps = wrapped(x, t, y)
+    assert float(v.abs().max()) > 0.01 and not torch.allclose(eps, v)
+    # The same float32 operations on the same inputs: equal to the last bit.
+    torch.testing.assert_close(eps, dh.eps_from_v(x, t, v, schedule), rtol=0, atol=0)
+    with torch.no_grad():
+        assert not torch.allclose(wrapped(x, t, torch.tensor([0, 1])), eps)  # the labels reach the network
 
 
 def test_the_process_works_on_items_of_any_shape_and_range(schedule):
@@ -170,5 +182,5 @@ def test_bad_inputs_raise_clear_errors(schedule, cfg, tiny_unet):
     state = dh.init_train_state(tiny_unet, cfg.train)
     pixels = dh.ImageSet(torch.zeros(2, 1, 32, 32) + 3, torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match=r"train_set.images must lie in \[-1, 1\].*to_model_range"):
-        dh.train(state, pixels, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=1, progress=False)
+        dh.train(state, pixels, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=1, progress=False)
     assert state.step == 0

@@ -1,7 +1,5 @@
 """Data-parallel training: 2 CPU processes (gloo) must match one process on the same global batch."""
 
-import socket
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -12,23 +10,19 @@ from ddpm_helpers.runtime import world
 NUM_STEPS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(state_seed: int, cfg: dh.Config) -> dh.TrainState:
     torch.manual_seed(state_seed)
     state = dh.init_train_state(dh.UNet(cfg.unet), cfg.train, num_steps=NUM_STEPS)
     train_set = dh.load_mnist("train", cfg, num_images=64)
     schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
-    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, progress=False)
+    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, progress=False)
     return state
 
 
-def worker(rank: int, world_size: int, port: int, cfg: dh.Config, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+def worker(rank: int, world_size: int, cfg: dh.Config, out: str) -> None:
+    # The processes meet through a file in the test's own temporary folder, not a TCP port: picking a
+    # "free" port and binding it later races with every other process on the machine.
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world_size)
     torch.set_num_threads(1)
     try:
         state = run(0, cfg)
@@ -41,7 +35,7 @@ def worker(rank: int, world_size: int, port: int, cfg: dh.Config, out: str) -> N
 
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, cfg):
     cfg = cfg.replace(train=cfg.train.replace(batch_size=8))
-    mp.spawn(worker, args=(2, free_port(), cfg, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, cfg, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for a, b in zip(ranks[0]["params"] + ranks[0]["ema"], ranks[1]["params"] + ranks[1]["ema"]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # the replicas stay identical
