@@ -24,6 +24,26 @@ from matplotlib.figure import Figure
 
 DEFAULT_MAX_BYTES = 2_000_000  # the page budget of the rendered book: about 2 MB per page
 _ids = itertools.count()
+# Characters that may not appear as themselves in data inside an inline <script>: "<" could close the
+# element ("</script>") or open a comment ("<!--"), ">" and "&" are escaped too for safety, and
+# U+2028/U+2029 end a string literal in older JavaScript engines. In JSON strings each may be written
+# as a \uXXXX escape, which JavaScript reads back as the same character.
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_json(value: object) -> str:
+    """``value`` as JSON that is safe to write inside an HTML ``<script>`` element.
+
+    ``json.dumps`` alone is not: a string holding ``</script>`` would end the script and turn the
+    rest into markup. Here ``<``, ``>``, ``&``, U+2028 and U+2029 become ``\\uXXXX`` escapes, which
+    can only occur inside JSON strings and which JavaScript decodes to the same characters, so
+    ``JSON.parse`` (or a script reading the literal) sees exactly ``value``. Text without those
+    characters is written exactly as ``json.dumps`` writes it.
+    """
+    text = json.dumps(value)
+    for character, escape in _SCRIPT_ESCAPES.items():
+        text = text.replace(character, escape)
+    return text
 
 
 def figure_png(fig: Figure, *, dpi: int = 72) -> bytes:
@@ -49,6 +69,11 @@ class FrameSlider:
     max_bytes: int = DEFAULT_MAX_BYTES
 
     def __post_init__(self) -> None:
+        if not isinstance(self.title, str):
+            raise ValueError(f"title must be a string, got {type(self.title).__name__} {self.title!r}")
+        for i, label in enumerate(self.labels):
+            if not isinstance(label, str):
+                raise ValueError(f"labels must be strings (e.g. f'{{value:g}}'), got {type(label).__name__} {label!r} at labels[{i}]")
         if len(self.frames) < 2:
             raise ValueError(f"frames must hold at least 2 pictures for a slider, got {len(self.frames)}")
         if len(self.labels) != len(self.frames):
@@ -69,7 +94,11 @@ class FrameSlider:
         return len(self.to_html().encode())
 
     def to_html(self) -> str:
-        """The figure as one self-contained HTML fragment (a div, an image, a range input, a script)."""
+        """The figure as one self-contained HTML fragment (a div, an image, a range input, a script).
+
+        Text (title, labels) is escaped with ``html.escape``; data inside the script is written by
+        :func:`script_json`, so no label or title can add markup or end the script.
+        """
         uid = f"dh-frames-{next(_ids)}-{abs(hash(self.frames)) % 10**8}"
         sources = [f"data:image/png;base64,{base64.b64encode(frame).decode()}" for frame in self.frames]
         title = f'<div class="dh-title" style="font-weight:600;margin-bottom:4px">{html.escape(self.title)}</div>' if self.title else ""
@@ -79,8 +108,8 @@ class FrameSlider:
             f'aria-label="{html.escape(self.title or "frame")}" style="width:min(420px,100%);vertical-align:middle">'
             f' <span class="dh-label" style="font-family:monospace;margin-left:8px">{html.escape(self.labels[self.start])}</span><br>'
             f'<img class="dh-frame" src="{sources[self.start]}" alt="{html.escape(self.labels[self.start])}" style="max-width:100%;height:auto">'
-            f"<script>(function(){{var root=document.getElementById({json.dumps(uid)});"
-            f"var frames={json.dumps(sources)};var labels={json.dumps(list(self.labels))};"
+            f"<script>(function(){{var root=document.getElementById({script_json(uid)});"
+            f"var frames={script_json(sources)};var labels={script_json(list(self.labels))};"
             "var input=root.querySelector('input'),img=root.querySelector('img.dh-frame'),label=root.querySelector('.dh-label');"
             "function show(){var i=parseInt(input.value,10);img.src=frames[i];img.alt=labels[i];label.textContent=labels[i];}"
             "input.addEventListener('input',show);input.addEventListener('change',show);})();</script></div>"
@@ -115,7 +144,8 @@ def frame_slider(
 ) -> FrameSlider:
     """Draw one matplotlib figure per value (``draw(value)`` returns it) and put them behind a slider.
 
-    ``labels`` default to ``str(value)``. Each figure is rendered at ``dpi`` and closed.
+    ``labels`` default to ``str(value)``; given, they must be strings. Each figure is rendered at
+    ``dpi`` and closed. Labels and title are shown as text: any characters are safe (see :meth:`FrameSlider.to_html`).
     """
     values = list(values)
     frames = tuple(figure_png(draw(value), dpi=dpi) for value in values)
