@@ -16,6 +16,42 @@ from contextvars import ContextVar
 import torch
 
 _VALIDATED: ContextVar[bool] = ContextVar("ddpm_helpers_validated", default=False)
+_device_reads = 0  # how many times a check has read tensor values back to the host
+
+
+def read_back(values: torch.Tensor):
+    """``values.tolist()``: copy a (small) tensor to the host, as Python numbers. On a GPU this
+    waits for the device (a synchronisation), so every check that reads a tensor's values goes
+    through here, where :func:`count_device_reads` counts it."""
+    global _device_reads
+    _device_reads += 1
+    return values.detach().tolist()
+
+
+class DeviceReads:
+    """The number of :func:`read_back` calls since the block began (``count``), live inside it."""
+
+    def __init__(self) -> None:
+        self._start, self._end = _device_reads, None
+
+    @property
+    def count(self) -> int:
+        return (_device_reads if self._end is None else self._end) - self._start
+
+
+@contextlib.contextmanager
+def count_device_reads() -> Iterator[DeviceReads]:
+    """Count the device reads of the checks run inside the block::
+
+        with dh.checks.count_device_reads() as reads:
+            dh.sample(...)
+        print(reads.count)
+    """
+    reads = DeviceReads()
+    try:
+        yield reads
+    finally:
+        reads._end = _device_reads
 
 
 @contextlib.contextmanager
@@ -49,7 +85,7 @@ def check_images(x: torch.Tensor, name: str = "x", *, value_range: tuple[float, 
 def check_range(x: torch.Tensor, name: str, value_range: tuple[float, float]) -> None:
     """Every value of ``x`` must lie in ``value_range`` (to within 1e-4)."""
     if x.numel():
-        low, high = float(x.min()), float(x.max())
+        low, high = read_back(x.min()), read_back(x.max())
         if low < value_range[0] - 1e-4 or high > value_range[1] + 1e-4:
             raise ValueError(
                 f"{name} must lie in [{value_range[0]:g}, {value_range[1]:g}] (use dh.to_model_range on [0, 1] images), "
@@ -59,7 +95,7 @@ def check_range(x: torch.Tensor, name: str, value_range: tuple[float, float]) ->
 
 def check_finite(x: torch.Tensor, name: str) -> None:
     """Every value of ``x`` must be finite (NaN passes every range check, so it is checked apart)."""
-    if x.numel() and not bool(torch.isfinite(x).all()):
+    if x.numel() and not read_back(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} must be finite, got {bad:,} NaN or infinite value(s) of {x.numel():,}")
 
@@ -82,7 +118,7 @@ def check_signed_range(x: torch.Tensor, name: str, value_range: tuple[float, flo
     check_finite(x, name)
     check_range(x, name, value_range)
     low, high = value_range
-    if low == -high and x.numel() > 1 and float(x.min()) >= 0 and float(x.max()) > 0:
+    if low == -high and x.numel() > 1 and read_back(x.min()) >= 0 and read_back(x.max()) > 0:
         raise ValueError(
             f"{name} must lie in [{low:g}, {high:g}], but has no negative value at all (range [{float(x.min()):.3g}, "
             f"{float(x.max()):.3g}]): these look like [0, 1] images; convert them with dh.to_model_range"
@@ -111,7 +147,7 @@ def _check_indices(x: torch.Tensor, batch_size: int, low: int, high: int, name: 
         raise ValueError(f"{name} must have shape ({batch_size},), one {noun} per item, got shape {tuple(x.shape)}")
     if x.is_floating_point() or x.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor of {noun}s, got dtype {x.dtype}")
-    if not values_checked() and x.numel() and (int(x.min()) < low or int(x.max()) >= high):
+    if not values_checked() and x.numel() and (read_back(x.min()) < low or read_back(x.max()) >= high):
         raise ValueError(f"{name} must hold {noun}s in [{low}, {high - 1}]{hint}, got values in [{int(x.min())}, {int(x.max())}]")
 
 
@@ -130,7 +166,7 @@ def check_earlier(t_prev: torch.Tensor, t: torch.Tensor, name: str = "t_prev") -
     if not isinstance(t_prev, torch.Tensor) or t_prev.shape != t.shape or t_prev.is_floating_point() or t_prev.dtype == torch.bool:
         got = f"{type(t_prev).__name__}" if not isinstance(t_prev, torch.Tensor) else f"shape {tuple(t_prev.shape)}, dtype {t_prev.dtype}"
         raise ValueError(f"{name} must be an integer tensor of t's shape {tuple(t.shape)}, got {got}")
-    if t_prev.numel() and not _VALIDATED.get() and bool(((t_prev >= t) | (t_prev < -1)).any()):
+    if t_prev.numel() and not _VALIDATED.get() and read_back(((t_prev >= t) | (t_prev < -1)).any()):
         raise ValueError(f"{name} must satisfy -1 <= {name} < t, got {name}={t_prev.tolist()} for t={t.tolist()}")
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from .checks import check_earlier, check_same_shape, check_timesteps, values_checked
+from .checks import check_earlier, check_same_shape, check_timesteps, read_back, values_checked
 from .diffusion import posterior_mean_var, predict_eps, predict_x0
 from .schedules import NoiseSchedule, per_sample
 
@@ -81,7 +81,7 @@ def ddpm_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, var
     if variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     _check_step(x_t, t, t_prev, eps_hat, schedule)
-    if not torch.equal(t_prev, t - 1):
+    if not read_back((t_prev == t - 1).all()):
         raise ValueError(f"method 'ddpm' steps from t to t - 1 (for fewer steps use 'ddim'), got t={t.tolist()}, t_prev={t_prev.tolist()}")
     x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
     mean, posterior_variance = posterior_mean_var(x0_hat, x_t, t, schedule)
@@ -158,7 +158,7 @@ def _multistep_x0(x0_hat: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, p
         return x0_hat
     t_before, x0_before = previous
     check_timesteps(t_before, x0_hat.shape[0], schedule.T, "previous[0]")
-    if not values_checked() and bool((t_before <= t).any()):
+    if not values_checked() and read_back((t_before <= t).any()):
         raise ValueError(f"previous[0] (the t of the step before) must be > t, got {t_before.tolist()} for t={t.tolist()}")
     check_same_shape(x0_before, x0_hat, "previous[1]", "x_t")
     ndim = x0_hat.ndim
