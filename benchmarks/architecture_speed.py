@@ -56,7 +56,7 @@ def main() -> None:
 
         def steps() -> None:
             for _ in range(size["steps"]):
-                dh.train_step(state, x0, schedule, train)
+                dh.train_step(state, x0, schedule, train, diffusion=cfg.diffusion)
 
         try:
             first = timed(steps, device)  # warm-up; for torch.compile this includes compilation

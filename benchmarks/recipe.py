@@ -102,7 +102,7 @@ def main() -> None:
     rows = []
     for minutes in sorted(args.eval_at) + [float("inf")]:
         train_to(state, 60 * minutes, train_set, schedule, cfg)
-        judged = state.ema.model if cfg.train.prediction == "eps" else dh.EpsFromV(state.ema.model, schedule)
+        judged = state.ema.model if cfg.diffusion.prediction == "eps" else dh.EpsFromV(state.ema.model, schedule)  # samplers take eps
         start = time.perf_counter()
         report, _ = dh.evaluation.sample_quality(judged, schedule, reference, cfg.judge, seed=cfg.seed, batch_size=cfg.sample_batch_size)
         rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "fid": round(report.fid, 2),

@@ -55,7 +55,7 @@ def train_to(state: dh.TrainState, seconds: float, train_set, schedule, cfg: dh.
         seconds = min(seconds, state.max_seconds)
     while state.elapsed < seconds and state.step < plan:
         more = PROBE_STEPS if state.step == 0 else max(1, math.ceil((seconds - state.elapsed) * state.step / state.elapsed))
-        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=int(min(plan, state.step + more)), progress=False)
+        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=int(min(plan, state.step + more)), progress=False)
         if state.max_seconds is not None and state.elapsed >= state.max_seconds:
             break
 

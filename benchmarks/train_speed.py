@@ -36,7 +36,7 @@ def main() -> None:
 
     def package_steps() -> None:
         for _ in range(size["steps"]):
-            dh.train_step(state, x0, schedule, cfg.train)
+            dh.train_step(state, x0, schedule, cfg.train, diffusion=cfg.diffusion)
 
     def bare_steps() -> None:
         for _ in range(size["steps"]):

@@ -13,7 +13,7 @@ with its weights (a checkpoint or shipped model is checked against it as a whole
 ====================  ==========================================================
 ``cfg.data``          :class:`DataConfig`: which MNIST images
 ``cfg.unet``          :class:`~ddpm_helpers.unet.UNetConfig`: the ε-network
-``cfg.diffusion``     :class:`DiffusionConfig`: T and the β schedule
+``cfg.diffusion``     :class:`~ddpm_helpers.schedules.DiffusionConfig`: T, the β schedule, the prediction
 ``cfg.train``         :class:`TrainConfig`: optimiser, schedule of the learning rate, EMA
 ``cfg.judge``         :class:`~ddpm_helpers.samplers.SamplerSpec`: how the book samples to judge a model
 ====================  ==========================================================
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .checks import ConfigMixin, check_choice, check_fraction, check_positive_int, config_to_dict
-from .diffusion import LOSS_TYPES, LOSS_WEIGHTINGS, PREDICTIONS
+from .diffusion import LOSS_TYPES, LOSS_WEIGHTINGS
 from .samplers import SamplerSpec
-from .schedules import SCHEDULES
+from .schedules import DiffusionConfig
 from .unet import UNetConfig
 
 MODE_VARIABLE = "DDPM_MODE"
@@ -60,18 +60,6 @@ class DataConfig(ConfigMixin):
 
 
 @dataclass(frozen=True)
-class DiffusionConfig(ConfigMixin):
-    """The forward process: ``T`` steps of the named β schedule. Taught in: 01_forward_process."""
-
-    T: int = 1000
-    schedule: str = "linear"
-
-    def __post_init__(self) -> None:
-        check_positive_int(self.T, "diffusion.T", minimum=2)
-        check_choice(self.schedule, SCHEDULES, "diffusion.schedule")
-
-
-@dataclass(frozen=True)
 class TrainConfig(ConfigMixin):
     """How a diffusion model is trained (chosen for time to quality on two CPU cores; see 04_training)."""
 
@@ -84,7 +72,6 @@ class TrainConfig(ConfigMixin):
     ema_decay: float = 0.995
     grad_clip: float = 1.0  # the largest gradient norm
     loss_type: str = "l2"
-    prediction: str = "eps"  # what the network learns to output: "eps" or "v" (see diffusion.v_target)
     loss_weighting: str = "uniform"  # or "min_snr": min(SNR, gamma) / SNR per timestep (diffusion.loss_weights)
     min_snr_gamma: float = 5.0
     label_dropout: float = 0.1  # conditional models: share of labels replaced by the null class
@@ -104,7 +91,6 @@ class TrainConfig(ConfigMixin):
         check_fraction(self.grad_clip, "train.grad_clip", low=0.0, high=float("inf"), include_low=False)
         check_fraction(self.label_dropout, "train.label_dropout", include_high=False)
         check_choice(self.loss_type, LOSS_TYPES, "train.loss_type")
-        check_choice(self.prediction, PREDICTIONS, "train.prediction")
         check_choice(self.loss_weighting, LOSS_WEIGHTINGS, "train.loss_weighting")
         check_fraction(self.min_snr_gamma, "train.min_snr_gamma", low=0.0, high=float("inf"), include_low=False)
         if not isinstance(self.channels_last, bool):

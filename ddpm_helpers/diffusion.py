@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_batch, check_choice, check_fraction, check_same_shape, check_timesteps
-from .schedules import NoiseSchedule, per_sample
+from .schedules import PREDICTIONS, NoiseSchedule, per_sample
 
 LOSS_TYPES = ("l2", "l1")
-PREDICTIONS = ("eps", "v")  # what the network outputs: the noise, or v = √ᾱ·eps − √(1 − ᾱ)·x0
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from .checks import ConfigMixin, check_choice, check_positive_int
+
 SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("eps", "v")  # what the network outputs: the noise, or v = √ᾱ·eps − √(1 − ᾱ)·x0
 
 
 def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -142,3 +145,21 @@ def make_schedule(name: str = "linear", T: int = 1000) -> NoiseSchedule:
     if name == "cosine":
         return schedule_from_betas(cosine_betas(T), name)
     raise ValueError(f"schedule name must be one of {SCHEDULES}, got {name!r}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(ConfigMixin):
+    """The diffusion a network belongs to: ``T`` steps of the named β schedule, and what the network
+    outputs (``prediction``: "eps", the noise, or "v" = √ᾱ_t·eps − √(1 − ᾱ_t)·x0). It is saved with
+    the weights and checkpoints, so a model says how its output is to be read. Build the tables with
+    ``make_schedule(diffusion.schedule, diffusion.T)``. Taught in: 01_forward_process (T, schedule),
+    04_training (prediction)."""
+
+    T: int = 1000
+    schedule: str = "linear"
+    prediction: str = "eps"
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.T, "diffusion.T", minimum=2)
+        check_choice(self.schedule, SCHEDULES, "diffusion.schedule")
+        check_choice(self.prediction, PREDICTIONS, "diffusion.prediction")

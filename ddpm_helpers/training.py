@@ -23,7 +23,7 @@ from .data import ImageSet
 from .diffusion import DataSpace, ddpm_loss
 from .ema import EMA
 from .runtime import all_average, any_process, mixed_precision_dtype, world
-from .schedules import NoiseSchedule
+from .schedules import DiffusionConfig, NoiseSchedule
 
 
 @dataclass
@@ -116,9 +116,19 @@ def learning_rate(step: int, config: TrainConfig, progress: float) -> float:
     return config.lr * min(warm, cool)
 
 
-def loss_options(config: TrainConfig) -> dict:
-    """The keyword arguments of :func:`~ddpm_helpers.diffusion.ddpm_loss` that ``config`` decides."""
-    return {"loss_type": config.loss_type, "prediction": config.prediction, "weighting": config.loss_weighting, "min_snr_gamma": config.min_snr_gamma}
+def loss_options(config: TrainConfig, diffusion: DiffusionConfig) -> dict:
+    """The keyword arguments of :func:`~ddpm_helpers.diffusion.ddpm_loss` that the run decides: the
+    loss from ``config``, what the network outputs from ``diffusion.prediction``."""
+    return {"loss_type": config.loss_type, "prediction": diffusion.prediction, "weighting": config.loss_weighting, "min_snr_gamma": config.min_snr_gamma}
+
+
+def check_diffusion(diffusion: DiffusionConfig, schedule: NoiseSchedule) -> None:
+    """``diffusion`` must be a :class:`DiffusionConfig` that describes ``schedule`` (same name and T)."""
+    if not isinstance(diffusion, DiffusionConfig):
+        raise ValueError(f"diffusion must be a dh.DiffusionConfig (e.g. cfg.diffusion), got {type(diffusion).__name__}")
+    if (schedule.name, schedule.T) != (diffusion.schedule, diffusion.T):
+        raise ValueError(f"schedule ({schedule.name!r}, T={schedule.T}) must be the one diffusion describes ({diffusion.schedule!r}, T={diffusion.T}); "
+                         f"build it with dh.make_schedule(diffusion.schedule, diffusion.T)")
 
 
 def num_classes_of(model: nn.Module) -> int | None:
@@ -140,7 +150,9 @@ def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator: torch.Ge
     return torch.where(drop, torch.full_like(y, num_classes), y)
 
 
-def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, config: TrainConfig, y: torch.Tensor | None = None) -> torch.Tensor:
+def train_step(
+    state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, config: TrainConfig, y: torch.Tensor | None = None, *, diffusion: DiffusionConfig
+) -> torch.Tensor:
     """One optimisation step on the batch ``x0``; returns the batch's mean loss, detached.
 
     Draw t and eps for the whole batch → this process's slice of it → loss → backward (scaled
@@ -149,9 +161,10 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
     replaced by the null class, drawn after t and eps from the same generator.
     Under torchrun every process passes the same global batch and generator state and trains on
     its own contiguous slice, so W processes compute exactly the step of one process; alone, the
-    slice is the whole batch.
+    slice is the whole batch. The network learns to output ``diffusion.prediction`` (eps or v).
     """
     _check_consistent(state)
+    check_diffusion(diffusion, schedule)
     model, optimizer = state.model, state.optimizer
     rank, size = world()
     if x0.shape[0] % size:
@@ -169,7 +182,7 @@ def train_step(state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, con
         group["lr"] = learning_rate(state.step, config, state.progress)
     dtype = state.autocast_dtype
     with torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
-        loss = ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], **loss_options(config))
+        loss = ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], **loss_options(config, diffusion))
     optimizer.zero_grad(set_to_none=True)
     state.in_step = True  # from here to the end of the step, an interrupt leaves the state half-updated
     if state.scaler is not None:
@@ -201,10 +214,12 @@ def _check_consistent(state: TrainState) -> None:
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule, config: TrainConfig) -> float:
+def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule, config: TrainConfig, *, diffusion: DiffusionConfig) -> float:
     """The loss on the first ``config.num_val_loss_images`` validation items with t and eps fixed by
     ``config.seed``, so that successive evaluations differ only because the model changed (a
-    conditional model gets the true labels, none dropped). Runs on the model's device."""
+    conditional model gets the true labels, none dropped); the network's output is read as
+    ``diffusion.prediction``. Runs on the model's device."""
+    check_diffusion(diffusion, schedule)
     device = next(model.parameters()).device
     x0 = val_set.images[: config.num_val_loss_images].to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
@@ -213,7 +228,7 @@ def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule
     y = val_set.labels[: config.num_val_loss_images].to(device) if num_classes_of(model) is not None else None
     was_training = model.training
     model.eval()
-    loss = ddpm_loss(model, x0, schedule.to(device), t=t, eps=eps, y=y, **loss_options(config))
+    loss = ddpm_loss(model, x0, schedule.to(device), t=t, eps=eps, y=y, **loss_options(config, diffusion))
     model.train(was_training)
     return float(loss)
 
@@ -244,6 +259,7 @@ def train(
     schedule: NoiseSchedule,
     config: TrainConfig,
     *,
+    diffusion: DiffusionConfig,
     num_steps: int | None = None,
     val_set: ImageSet | None = None,
     checkpoint_path: str | None = None,
@@ -255,6 +271,7 @@ def train(
     ``train_set.images`` holds the items of ``space`` (images, or an autoencoder's scaled latents),
     checked once here; batches are drawn with replacement (held on the model's device). A
     conditional model (one with ``num_classes``) gets the batch's labels, see :func:`train_step`.
+    ``diffusion`` (e.g. ``cfg.diffusion``) describes ``schedule`` and says what the network outputs.
     Every ``config.eval_every`` steps the validation loss is recorded; every
     ``config.checkpoint_every`` steps and at the end, the state is written atomically to
     ``checkpoint_path`` (if given). Calling again with a larger ``num_steps`` continues where the
@@ -262,6 +279,7 @@ def train(
     a step, the next call refuses the half-updated state and says to resume from the checkpoint.
     """
     _check_consistent(state)
+    check_diffusion(diffusion, schedule)
     check_data(train_set.images, space, "train_set.images")
     if num_steps is not None:
         check_positive_int(num_steps, "num_steps", minimum=0)
@@ -279,7 +297,7 @@ def train(
     bar = tqdm(total=None if target == float("inf") else target, initial=state.step, disable=not (progress and is_main), desc="training", mininterval=2.0)
     started = time.perf_counter() - state.elapsed
     try:
-        _loop(state, images, labels, schedule, config, target, val_set, checkpoint_path, bar, started, is_main)
+        _loop(state, images, labels, schedule, config, diffusion, target, val_set, checkpoint_path, bar, started, is_main)
     finally:  # also on Ctrl-C: the losses of the steps taken reach the history, none is lost
         bar.close()
         record_losses(state, checkpoint_path)
@@ -287,7 +305,7 @@ def train(
     return state.history
 
 
-def _loop(state, images, labels, schedule, config, target, val_set, checkpoint_path, bar, started, is_main) -> None:
+def _loop(state, images, labels, schedule, config, diffusion, target, val_set, checkpoint_path, bar, started, is_main) -> None:
     """The body of :func:`train`: steps, validation losses and checkpoints until the target or the time is reached."""
     from .checkpoint import save_checkpoint
 
@@ -295,7 +313,7 @@ def _loop(state, images, labels, schedule, config, target, val_set, checkpoint_p
     out_of_time = False
     while state.step < target and not out_of_time:
         index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
-        train_step(state, images[index], schedule, config, None if labels is None else labels[index])
+        train_step(state, images[index], schedule, config, None if labels is None else labels[index], diffusion=diffusion)
         state.elapsed = time.perf_counter() - started
         bar.update(1)
         if state.max_seconds is not None:
@@ -305,10 +323,10 @@ def _loop(state, images, labels, schedule, config, target, val_set, checkpoint_p
             record_losses(state, checkpoint_path)
             if val_set is not None:
                 history.val_steps.append(state.step)
-                history.val_loss.append(validation_loss(state.model, val_set, schedule, config))
+                history.val_loss.append(validation_loss(state.model, val_set, schedule, config, diffusion=diffusion))
                 history.val_wall_time.append(state.elapsed)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
         if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or at_end):
             record_losses(state, checkpoint_path)
             if is_main:
-                save_checkpoint(checkpoint_path, state, schedule, config)
+                save_checkpoint(checkpoint_path, state, diffusion, config)

@@ -116,7 +116,7 @@ def main() -> None:
     dh.seed_everything(cfg.seed)  # the initial weights; identical in every process
     # The plan is the whole time budget, so the learning rate cools over the end of the last checkpoint's minutes.
     try:
-        state = dh.resume_or_init(checkpoint, dh.UNet(cfg.unet).to(device), schedule, cfg.train, max_seconds=60 * minutes_list[-1])
+        state = dh.resume_or_init(checkpoint, dh.UNet(cfg.unet).to(device), cfg.diffusion, cfg.train, max_seconds=60 * minutes_list[-1])
     except ValueError as error:  # a checkpoint of another plan, network, schedule or loss
         raise SystemExit(f"{error}\n(to start a new run, choose another --out)") from error
     log = json.loads(log_path.read_text()) if log_path.is_file() and state.step else {"config": cfg.to_dict(), "checkpoints": []}
@@ -138,13 +138,14 @@ def main() -> None:
             continue
         while agreed_min(state.elapsed < 60 * minutes, device, distributed):
             more = int(agreed_min(steps_until(state, 60 * minutes), device, distributed))
-            dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=state.step + more, val_set=val_set,
+            dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=state.step + more, val_set=val_set,
                      checkpoint_path=checkpoint, progress=False)
         if i + 1 < len(minutes_list) and state.elapsed >= 60 * minutes_list[i + 1]:
             continue  # the last steps ran past the next checkpoint as well: score the model there, once
         if rank == 0:
             start = time.perf_counter()
-            report, _ = dh.evaluation.sample_quality(state.ema.model, schedule, reference, cfg.judge, seed=cfg.seed, batch_size=cfg.sample_batch_size)
+            judged = state.ema.model if cfg.diffusion.prediction == "eps" else dh.EpsFromV(state.ema.model, schedule)  # samplers take eps
+            report, _ = dh.evaluation.sample_quality(judged, schedule, reference, cfg.judge, seed=cfg.seed, batch_size=cfg.sample_batch_size)
             row = {"minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_per_s": round(state.step * cfg.train.batch_size / state.elapsed, 1),
                    "val_loss": state.history.val_loss[-1], **report._asdict(), "eval_seconds": round(time.perf_counter() - start, 1)}
             log["checkpoints"].append(row)

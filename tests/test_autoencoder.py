@@ -213,7 +213,7 @@ def test_latent_diffusion_trains_and_samples_with_no_range_assumption():
     latents = 3.0 * torch.randn(64, 4, 8, 8, generator=torch.Generator().manual_seed(0))   # far outside [-1, 1]
     unet = dh.UNet(cfg.unet.replace(image_channels=4, image_size=8, patch_size=1, attention_resolutions=(4,)))
     state = dh.init_train_state(unet, cfg.train)
-    dh.train(state, dh.ImageSet(latents, torch.zeros(64, dtype=torch.long)), space, schedule, cfg.train, progress=False)
+    dh.train(state, dh.ImageSet(latents, torch.zeros(64, dtype=torch.long)), space, schedule, cfg.train, diffusion=cfg.diffusion, progress=False)
     assert state.step == cfg.train.num_train_steps and all(math.isfinite(v) for v in state.history.train_loss)
     spec = dh.SamplerSpec("ddim", num_steps=3, clip_x0=False)
     z = dh.sample(state.ema.model, 4, space, schedule, spec, generator=torch.Generator().manual_seed(1))
@@ -221,4 +221,4 @@ def test_latent_diffusion_trains_and_samples_with_no_range_assumption():
     with pytest.raises(ValueError, match="clip_x0=True needs data with a known range"):
         dh.sample(state.ema.model, 4, space, schedule, dh.SamplerSpec("ddim", num_steps=3))
     with pytest.raises(ValueError, match=r"train_set.images must have shape \(N, 1, 32, 32\) for this data space"):
-        dh.train(state, dh.ImageSet(latents, torch.zeros(64, dtype=torch.long)), dh.MNIST_PIXELS, schedule, cfg.train, progress=False)
+        dh.train(state, dh.ImageSet(latents, torch.zeros(64, dtype=torch.long)), dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, progress=False)

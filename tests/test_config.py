@@ -97,7 +97,6 @@ BAD_VALUES = [
     (dh.TrainConfig, "label_dropout", -0.1),
     (dh.TrainConfig, "loss_type", "l3"),
     (dh.TrainConfig, "loss_type", "L2"),
-    (dh.TrainConfig, "prediction", "x0"),
     (dh.TrainConfig, "loss_weighting", "snr"),
     (dh.TrainConfig, "min_snr_gamma", 0.0),
     (dh.TrainConfig, "min_snr_gamma", math.nan),
@@ -117,6 +116,7 @@ BAD_VALUES = [
     (dh.DiffusionConfig, "T", True),
     (dh.DiffusionConfig, "T", 1000.0),
     (dh.DiffusionConfig, "schedule", "quadratic"),
+    (dh.DiffusionConfig, "prediction", "x0"),
 ]
 PREFIX = {dh.TrainConfig: "train", dh.DataConfig: "data", dh.DiffusionConfig: "diffusion"}
 

@@ -76,7 +76,7 @@ def test_label_dropout_decides_which_class_embeddings_learn(cfg, schedule, label
     before = state.model.class_emb.weight.detach().clone()
     x0 = dh.load_mnist("train", cfg, num_images=16)
     for _ in range(2):
-        dh.train_step(state, x0.images, schedule, config, x0.labels)
+        dh.train_step(state, x0.images, schedule, config, x0.labels, diffusion=cfg.diffusion)
     moved = (state.model.class_emb.weight.detach() != before).any(dim=1)
     if label_dropout == 0.0:
         assert not moved[10] and moved[x0.labels.unique()].all()
@@ -87,8 +87,8 @@ def test_label_dropout_decides_which_class_embeddings_learn(cfg, schedule, label
 def test_train_feeds_labels_to_a_conditional_model_and_refuses_them_for_an_unconditional_one(cfg, schedule):
     train_set, val_set = dh.load_mnist("train", cfg, num_images=64), dh.load_mnist("val", cfg)
     state = conditional_state(cfg)
-    history = dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=2, val_set=val_set, progress=False)
+    history = dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=2, val_set=val_set, progress=False)
     assert state.step == 2 and len(history.val_loss) == 1 and history.val_loss[0] > 0
     unconditional = dh.init_train_state(dh.UNet(cfg.unet), cfg.train)
     with pytest.raises(ValueError, match="model is unconditional"):
-        dh.train_step(unconditional, train_set.images[:4], schedule, cfg.train, train_set.labels[:4])
+        dh.train_step(unconditional, train_set.images[:4], schedule, cfg.train, train_set.labels[:4], diffusion=cfg.diffusion)

@@ -23,7 +23,7 @@ def lrs_of_a_run(cfg, schedule, **plan):
     x0 = dh.load_mnist("val", cfg, num_images=2).images
     rates = []
     while state.step < state.num_steps:
-        dh.train_step(state, x0, schedule, cfg.train)
+        dh.train_step(state, x0, schedule, cfg.train, diffusion=cfg.diffusion)
         rates.append(state.optimizer.param_groups[0]["lr"])
     return rates
 
@@ -50,11 +50,11 @@ def test_loss_falls_when_overfitting_one_batch(cfg, schedule):
 def test_train_records_history_and_steps(cfg, schedule, data):
     train_set, val_set = data
     state = fresh_state(cfg)
-    history = dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=4, val_set=val_set, progress=False)
+    history = dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=4, val_set=val_set, progress=False)
     assert state.step == 4 and len(history.train_loss) == 4
     assert history.val_steps == [2, 4] and len(history.val_loss) == 2
     assert all(v > 0 for v in history.val_loss) and state.elapsed > 0
-    assert history.val_loss[-1] == dh.validation_loss(state.model, val_set, schedule, cfg.train)  # t, eps fixed by the seed
+    assert history.val_loss[-1] == dh.validation_loss(state.model, val_set, schedule, cfg.train, diffusion=cfg.diffusion)  # t, eps fixed by the seed
 
 
 def test_ema_is_a_moving_average():
@@ -108,7 +108,7 @@ def test_a_time_planned_run_cools_its_learning_rate_over_time(cfg, schedule):
     for elapsed in (0.0, 25.0, 50.0, 60.0, 75.0, 90.0):  # seconds of training spent before the step
         state.elapsed = elapsed
         assert state.progress == elapsed / 100.0
-        dh.train_step(state, x0, schedule, config)
+        dh.train_step(state, x0, schedule, config, diffusion=cfg.diffusion)
         rates.append(state.optimizer.param_groups[0]["lr"])
     assert rates == pytest.approx([1.0, 1.0, 1.0, 0.8, 0.5, 0.2], rel=1e-12)
     # the step count plays no part: the same share of time gives the same rate at any step
@@ -117,7 +117,7 @@ def test_a_time_planned_run_cools_its_learning_rate_over_time(cfg, schedule):
 
 def test_train_stops_at_a_time_budget_and_records_the_end(cfg, schedule, data):
     state = fresh_state(cfg, max_seconds=0.3)
-    dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, num_steps=10_000, val_set=data[1], progress=False)
+    dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=10_000, val_set=data[1], progress=False)
     assert 0 < state.step < 10_000 and state.elapsed >= 0.3
     assert state.history.val_steps[-1] == state.step  # the last step is evaluated
     assert state.progress == 1.0  # the whole plan is spent (how the rate cools over it: see above)
@@ -130,19 +130,19 @@ def test_train_stops_at_a_time_budget_and_records_the_end(cfg, schedule, data):
 def test_train_refuses_to_go_past_its_plan(cfg, schedule, data):
     state = fresh_state(cfg, num_steps=2)
     with pytest.raises(ValueError, match=r"num_steps \(3\) is past the run's plan of 2 steps"):
-        dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, num_steps=3, progress=False)
+        dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=3, progress=False)
     assert state.step == 0
-    dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, progress=False)  # default: to the end of the plan
+    dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, progress=False)  # default: to the end of the plan
     assert state.step == 2
 
 
 def test_checkpoint_round_trips(tmp_path, cfg, schedule, data):
     state = fresh_state(cfg)
-    dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, num_steps=2, progress=False)
+    dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=2, progress=False)
     path = tmp_path / "run.pt"
-    dh.save_checkpoint(path, state, schedule, cfg.train)
+    dh.save_checkpoint(path, state, cfg.diffusion, cfg.train)
     assert not (tmp_path / "run.pt.tmp").exists()  # written atomically: temp file renamed away
-    restored = dh.load_checkpoint(path, dh.UNet(cfg.unet), schedule, cfg.train)
+    restored = dh.load_checkpoint(path, dh.UNet(cfg.unet), cfg.diffusion, cfg.train)
     assert restored.step == 2 and restored.history.train_loss == state.history.train_loss
     assert (restored.num_steps, restored.max_seconds, restored.elapsed) == (state.num_steps, state.max_seconds, state.elapsed)
     for a, b in zip(state.model.state_dict().values(), restored.model.state_dict().values()):
@@ -157,90 +157,94 @@ def test_resumed_training_continues_exactly(tmp_path, cfg, schedule, data):
     train_set, _ = data
     config = cfg.train.replace(checkpoint_every=2)
     straight = fresh_state(cfg.replace(train=config))
-    dh.train(straight, train_set, dh.MNIST_PIXELS, schedule, config, num_steps=4, progress=False)
+    dh.train(straight, train_set, dh.MNIST_PIXELS, schedule, config, diffusion=cfg.diffusion, num_steps=4, progress=False)
 
     path = tmp_path / "run.pt"
     first = fresh_state(cfg.replace(train=config))
-    dh.train(first, train_set, dh.MNIST_PIXELS, schedule, config, num_steps=2, checkpoint_path=path, progress=False)
+    dh.train(first, train_set, dh.MNIST_PIXELS, schedule, config, diffusion=cfg.diffusion, num_steps=2, checkpoint_path=path, progress=False)
     del first  # "the process died"
     torch.manual_seed(123)  # a new process has other global RNG state; training draws only from the restored generator
-    resumed = dh.resume_or_init(path, dh.UNet(cfg.unet), schedule, config)
+    resumed = dh.resume_or_init(path, dh.UNet(cfg.unet), cfg.diffusion, config)
     assert resumed.step == 2
-    dh.train(resumed, train_set, dh.MNIST_PIXELS, schedule, config, num_steps=4, checkpoint_path=path, progress=False)
+    dh.train(resumed, train_set, dh.MNIST_PIXELS, schedule, config, diffusion=cfg.diffusion, num_steps=4, checkpoint_path=path, progress=False)
     assert resumed.history.train_loss == straight.history.train_loss
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_resume_or_init_starts_a_planned_run_and_refuses_a_directory(tmp_path, cfg, schedule):
-    fresh = dh.resume_or_init(tmp_path / "none.pt", dh.UNet(cfg.unet), schedule, cfg.train, num_steps=7)
+    fresh = dh.resume_or_init(tmp_path / "none.pt", dh.UNet(cfg.unet), cfg.diffusion, cfg.train, num_steps=7)
     assert fresh.step == 0 and fresh.num_steps == 7
-    timed = dh.resume_or_init(tmp_path / "none.pt", dh.UNet(cfg.unet), schedule, cfg.train, max_seconds=5.0)
+    timed = dh.resume_or_init(tmp_path / "none.pt", dh.UNet(cfg.unet), cfg.diffusion, cfg.train, max_seconds=5.0)
     assert timed.num_steps is None and timed.max_seconds == 5.0
     with pytest.raises(ValueError, match="path must name a checkpoint file, got the directory"):
-        dh.resume_or_init(tmp_path, dh.UNet(cfg.unet), schedule, cfg.train)
+        dh.resume_or_init(tmp_path, dh.UNet(cfg.unet), cfg.diffusion, cfg.train)
 
 
 def test_loading_a_checkpoint_leaves_the_global_rng_alone(tmp_path, cfg, schedule, data):
     state = fresh_state(cfg)
-    dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, num_steps=2, progress=False)
+    dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=2, progress=False)
     path = tmp_path / "run.pt"
-    dh.save_checkpoint(path, state, schedule, cfg.train)
+    dh.save_checkpoint(path, state, cfg.diffusion, cfg.train)
     model = dh.UNet(cfg.unet)
     torch.manual_seed(1234)
     before = torch.get_rng_state()
-    dh.load_checkpoint(path, model, schedule, cfg.train)
-    dh.resume_or_init(path, model, schedule, cfg.train)
+    dh.load_checkpoint(path, model, cfg.diffusion, cfg.train)
+    dh.resume_or_init(path, model, cfg.diffusion, cfg.train)
     assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_checkpoint_from_another_network_schedule_or_loss_is_refused(tmp_path, cfg, schedule):
     state = fresh_state(cfg)
     path = tmp_path / "run.pt"
-    dh.save_checkpoint(path, state, schedule, cfg.train)
+    dh.save_checkpoint(path, state, cfg.diffusion, cfg.train)
     wider = dh.UNet(cfg.unet.replace(channels=16))
-    with pytest.raises(ValueError, match=r"another network, schedule or loss: network: checkpoint \{.*'channels': 8.*vs now \{.*'channels': 16"):
-        dh.load_checkpoint(path, wider, schedule, cfg.train)
+    with pytest.raises(ValueError, match=r"another network, diffusion or loss: network: checkpoint \{.*'channels': 8.*vs now \{.*'channels': 16"):
+        dh.load_checkpoint(path, wider, cfg.diffusion, cfg.train)
     model = dh.UNet(cfg.unet)
-    with pytest.raises(ValueError, match=r"schedule: checkpoint 'linear' vs now 'cosine'"):
-        dh.load_checkpoint(path, model, dh.make_schedule("cosine", 1000), cfg.train)
-    with pytest.raises(ValueError, match=r"T: checkpoint 1000 vs now 100"):
-        dh.load_checkpoint(path, model, dh.make_schedule("linear", 100), cfg.train)
+    with pytest.raises(ValueError, match=r"diffusion.schedule: checkpoint 'linear' vs now 'cosine'"):
+        dh.load_checkpoint(path, model, cfg.diffusion.replace(schedule="cosine"), cfg.train)
+    with pytest.raises(ValueError, match=r"diffusion.T: checkpoint 1000 vs now 100"):
+        dh.load_checkpoint(path, model, cfg.diffusion.replace(T=100), cfg.train)
+    with pytest.raises(ValueError, match=r"diffusion.prediction: checkpoint 'eps' vs now 'v'"):  # a v-network is not an eps-network
+        dh.load_checkpoint(path, model, cfg.diffusion.replace(prediction="v"), cfg.train)
+    with pytest.raises(ValueError, match="diffusion must be a dh.DiffusionConfig"):  # the tables are not the description
+        dh.load_checkpoint(path, model, schedule, cfg.train)
     with pytest.raises(ValueError, match=r"loss_type: checkpoint 'l2' vs now 'l1'"):
-        dh.load_checkpoint(path, model, schedule, cfg.train.replace(loss_type="l1"))
+        dh.load_checkpoint(path, model, cfg.diffusion, cfg.train.replace(loss_type="l1"))
     # settings that do not change the model (e.g. how long to train) may differ
     longer = cfg.train.replace(num_train_steps=99)
-    assert dh.load_checkpoint(path, model, schedule, longer).step == 0
+    assert dh.load_checkpoint(path, model, cfg.diffusion, longer).step == 0
 
 
 def test_corrupt_or_missing_checkpoints_are_refused(tmp_path, cfg, schedule):
     model = dh.UNet(cfg.unet)
     with pytest.raises(FileNotFoundError, match="checkpoint: no file at"):
-        dh.load_checkpoint(tmp_path / "missing.pt", model, schedule, cfg.train)
+        dh.load_checkpoint(tmp_path / "missing.pt", model, cfg.diffusion, cfg.train)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="corrupt or not a ddpm_helpers file"):
-        dh.load_checkpoint(garbage, model, schedule, cfg.train)
+        dh.load_checkpoint(garbage, model, cfg.diffusion, cfg.train)
     state = fresh_state(cfg)
     good = tmp_path / "good.pt"
-    dh.save_checkpoint(good, state, schedule, cfg.train)
+    dh.save_checkpoint(good, state, cfg.diffusion, cfg.train)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ValueError, match="corrupt"):
-        dh.load_checkpoint(truncated, model, schedule, cfg.train)
+        dh.load_checkpoint(truncated, model, cfg.diffusion, cfg.train)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(1)}, foreign)
     with pytest.raises(ValueError, match="format version None"):
-        dh.load_checkpoint(foreign, model, schedule, cfg.train)
+        dh.load_checkpoint(foreign, model, cfg.diffusion, cfg.train)
 
 
 def test_checkpoint_of_an_unconditional_model_is_refused_by_a_conditional_one(tmp_path, cfg, schedule):
     state = fresh_state(cfg)
     path = tmp_path / "run.pt"
-    dh.save_checkpoint(path, state, schedule, cfg.train)
+    dh.save_checkpoint(path, state, cfg.diffusion, cfg.train)
     conditional = dh.UNet(cfg.unet.replace(num_classes=10))
     with pytest.raises(ValueError, match=r"another network.*'num_classes': None.*vs now \{.*'num_classes': 10"):
-        dh.load_checkpoint(path, conditional, schedule, cfg.train)
+        dh.load_checkpoint(path, conditional, cfg.diffusion, cfg.train)
 
 
 def test_an_atomic_write_returns_its_checksum_and_never_leaves_a_partial_file(tmp_path):
@@ -260,10 +264,10 @@ def test_an_atomic_write_returns_its_checksum_and_never_leaves_a_partial_file(tm
 def test_train_refuses_images_outside_the_model_range(cfg, schedule):
     bad = dh.ImageSet(torch.rand(4, 1, 32, 32) * 255, torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"train_set.images must lie in \[-1, 1\]"):
-        dh.train(fresh_state(cfg), bad, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=1, progress=False)
+        dh.train(fresh_state(cfg), bad, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=1, progress=False)
     wrong_shape = dh.ImageSet(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"train_set.images must have shape \(N, 1, 32, 32\)"):
-        dh.train(fresh_state(cfg), wrong_shape, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=1, progress=False)
+        dh.train(fresh_state(cfg), wrong_shape, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=1, progress=False)
 
 
 def test_training_uses_the_configured_memory_format(cfg):
@@ -284,20 +288,20 @@ def test_training_uses_the_configured_memory_format(cfg):
 )
 def test_train_refuses_non_finite_data_and_zero_one_images(cfg, schedule, images, match):
     with pytest.raises(ValueError, match=match):
-        dh.train(fresh_state(cfg), dh.ImageSet(images, torch.zeros(len(images), dtype=torch.long)), dh.MNIST_PIXELS, schedule, cfg.train, num_steps=1, progress=False)
+        dh.train(fresh_state(cfg), dh.ImageSet(images, torch.zeros(len(images), dtype=torch.long)), dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=1, progress=False)
 
 
 def test_training_stops_at_a_non_finite_loss_and_keeps_the_last_good_checkpoint(cfg, schedule, tmp_path):
     train_set = dh.load_mnist("train", cfg, num_images=64)
     state = fresh_state(cfg)
     path = tmp_path / "run.pt"
-    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=2, checkpoint_path=path, progress=False)
-    good = dh.read_checkpoint(path, state.model, schedule, cfg.train)["step"]
+    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=2, checkpoint_path=path, progress=False)
+    good = dh.read_checkpoint(path, state.model, cfg.diffusion, cfg.train)["step"]
     with torch.no_grad():
         next(state.model.parameters()).fill_(float("nan"))   # the weights break between two checkpoints
     with pytest.raises(FloatingPointError, match=r"non-finite \(nan\) at step 3; training stopped and the checkpoint at .* holds the last good state"):
-        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, num_steps=4, checkpoint_path=path, progress=False)
-    assert dh.read_checkpoint(path, state.model, schedule, cfg.train)["step"] == good == 2
+        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=4, checkpoint_path=path, progress=False)
+    assert dh.read_checkpoint(path, state.model, cfg.diffusion, cfg.train)["step"] == good == 2
 
 
 @pytest.mark.parametrize("capability,expected", [((6, 1), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
