@@ -14,7 +14,7 @@ Chapters import it as ``import ddpm_helpers as dh``. The rule for what lives whe
 Anything else (a name starting with ``_``, or not listed here) is internal and may change.
 """
 
-from . import diagnostics, elbo, evaluation, interactive, latent, metrics, provenance
+from . import cards, claims, diagnostics, elbo, evaluation, interactive, latent, metrics, provenance
 from .autoencoder import AttentionResBlock, Autoencoder, AutoencoderConfig, ChannelAttention, reconstruction_loss, train_autoencoder
 from .checkpoint import load_checkpoint, read_checkpoint, resume_or_init, save_checkpoint
 from .classifier import MNISTClassifier, classifier_card, load_classifier, train_classifier
@@ -23,7 +23,8 @@ from .data import ImageSet, load_mnist, to_model_range, to_pixel_range
 from .diffusion import MNIST_PIXELS, DataSpace, EpsFromV, Posterior, ddpm_loss, eps_from_v, loss_weights, posterior_mean_var, predict_eps, predict_x0, q_sample, v_target
 from .ema import EMA
 from .layers import ResBlock, SelfAttention, WSConv2d, make_downsample, timestep_embedding
-from .pretrained import Pretrained, load_pretrained, pretrained_card, save_pretrained
+from .cards import ModelCard
+from .pretrained import LatentModel, Pretrained, load_latent_model, load_pretrained, pretrained_card, save_pretrained
 from .runtime import describe_device, mixed_precision_dtype, pick_device, seed_everything
 from .samplers import SamplerSpec, SamplerState, guided_eps, iterate_sampler, sample, timesteps
 from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_betas, make_schedule, per_sample, schedule_from_betas
@@ -37,17 +38,17 @@ __version__ = "0.2.0"
 
 __all__ = sorted([
     "AttentionResBlock", "Autoencoder", "AutoencoderConfig", "COLORS", "ChannelAttention", "Config", "DIGIT_COLORS", "DataConfig",
-    "DataSpace", "DiffusionConfig", "EMA", "EpsFromV", "FULL", "History", "ImageSet", "MNISTClassifier", "MNIST_PIXELS",
+    "DataSpace", "DiffusionConfig", "EMA", "EpsFromV", "FULL", "History", "ImageSet", "LatentModel", "MNISTClassifier", "ModelCard", "MNIST_PIXELS",
     "NoiseSchedule", "Posterior", "Pretrained", "ResBlock", "SCHEDULE_COLORS", "STEPS", "SamplerSpec", "SamplerState",
     "SelfAttention", "Step", "TINY", "TrainConfig", "TrainState", "UNet", "UNetConfig", "WEIGHTS_DIR", "WSConv2d",
     "classifier_card", "cosine_alpha_bar", "cosine_betas", "count_parameters", "ddim_sigma", "ddim_step", "ddpm_loss",
     "ddpm_step", "describe_device", "eps_from_v", "loss_weights", "dpm_solver_sde_step", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
     "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
-    "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "mixed_precision_dtype", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",
+    "load_latent_model", "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "mixed_precision_dtype", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",
     "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint", "reconstruction_loss", "record_losses",
     "resume_or_init", "sample", "save_checkpoint", "save_gif", "save_pretrained", "schedule_from_betas",
     "seed_everything", "show_images", "show_strip", "timestep_embedding", "timesteps", "to_model_range",
     "to_pixel_range", "train", "train_autoencoder", "train_classifier", "train_step", "v_target", "validation_loss",
 ])
 
-SUBMODULES = ("diagnostics", "elbo", "evaluation", "interactive", "latent", "metrics", "provenance")
+SUBMODULES = ("cards", "claims", "diagnostics", "elbo", "evaluation", "interactive", "latent", "metrics", "provenance")

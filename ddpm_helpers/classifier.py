@@ -3,15 +3,13 @@
 Inception features (the usual FID backbone) know nothing about 32×32 handwritten digits, so the book
 trains its own classifier and measures FID and KID on its penultimate features (128 numbers per
 image) and class accuracy on its logits. Its weights ship with the package
-(``weights/mnist_classifier.pt``, with a JSON card of how it was trained and how accurate it is);
+(``weights/mnist_classifier.pt``, with its :class:`~ddpm_helpers.cards.ModelCard`: how it was trained and how accurate it is);
 ``scripts/train_classifier.py`` reproduces them. Taught in: measuring_quality.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,10 +19,12 @@ from torch import nn
 from .checks import check_images
 from .diffusion import MNIST_PIXELS
 from .data import ImageSet
-from .weights import WEIGHTS_DIR, half_state_dict, load_float_state_dict, read_weights, sha256_of, write_atomic
+from .cards import ModelCard, read_card, read_model
+from .weights import WEIGHTS_DIR, load_float_state_dict
 
-CLASSIFIER_WEIGHTS = WEIGHTS_DIR / "mnist_classifier.pt"
-CLASSIFIER_CARD = WEIGHTS_DIR / "mnist_classifier.json"
+CLASSIFIER_NAME = "mnist_classifier"
+CLASSIFIER_WEIGHTS = WEIGHTS_DIR / f"{CLASSIFIER_NAME}.pt"
+CLASSIFIER_CARD = WEIGHTS_DIR / f"{CLASSIFIER_NAME}.json"
 FEATURE_DIM = 128
 
 
@@ -70,22 +70,6 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1
 
 
-@dataclass(frozen=True)
-class ClassifierCard:
-    """What the shipped classifier was trained on and how well it does."""
-
-    test_accuracy: float
-    test_confident_fraction: float  # real test digits recognised with p ≥ 0.9: the ceiling for samples
-    num_test_images: int
-    num_train_images: int
-    epochs: int
-    seed: int
-    train_seconds: float
-    device: str
-    num_parameters: int
-    sha256: str = ""  # of the weights file; loading checks it
-
-
 def train_classifier(train_set: ImageSet, *, epochs: int = 12, batch_size: int = 128, lr: float = 3e-3, seed: int = 0, device: str | torch.device = "cpu", progress: bool = True) -> tuple[MNISTClassifier, float]:
     """Train :class:`MNISTClassifier` with AdamW, a one-cycle learning rate and augmentation.
 
@@ -125,25 +109,17 @@ def _fit(train_set: ImageSet, epochs: int, batch_size: int, lr: float, seed: int
     return model.eval(), time.perf_counter() - started
 
 
-def save_classifier(model: MNISTClassifier, card: ClassifierCard, weights: Path = CLASSIFIER_WEIGHTS, card_path: Path = CLASSIFIER_CARD) -> None:
-    """Write the weights in half precision (they lose nothing measurable; see the card) and the card,
-    with the weights' SHA-256, as JSON."""
-    sha256 = write_atomic({"state_dict": half_state_dict(model)}, weights)
-    card_path.write_text(json.dumps({**card.__dict__, "sha256": sha256}, indent=2) + "\n")
-
-
 def load_classifier(device: str | torch.device = "cpu", weights: Path = CLASSIFIER_WEIGHTS, card_path: Path = CLASSIFIER_CARD) -> MNISTClassifier:
-    """The shipped classifier, in float32 and eval mode, on ``device``; its bytes must match its card."""
+    """The shipped classifier, in float32 and eval mode, on ``device``; its bytes and identity must
+    match its card (:func:`~ddpm_helpers.cards.read_model`). It is saved like every shipped model,
+    with ``dh.save_pretrained(model, CLASSIFIER_NAME, ...)`` (see ``scripts/train_classifier.py``)."""
     if not Path(weights).is_file():
         raise FileNotFoundError(f"no classifier weights at {weights}; run scripts/train_classifier.py to make them")
-    card = classifier_card(card_path)
-    payload = read_weights(weights, "MNIST classifier", sha256=card.sha256 or None)
+    _, payload = read_model(weights, card_path, CLASSIFIER_NAME, "the MNIST classifier")
     return load_float_state_dict(MNISTClassifier(), payload["state_dict"], "the MNIST classifier's weights").eval().to(device)
 
 
-def classifier_card(card_path: Path = CLASSIFIER_CARD) -> ClassifierCard:
-    """The shipped classifier's card: its measured test accuracy and how it was trained."""
-    try:
-        return ClassifierCard(**json.loads(Path(card_path).read_text()))
-    except (OSError, json.JSONDecodeError, TypeError) as error:
-        raise ValueError(f"the classifier card {card_path} is missing or invalid ({type(error).__name__}: {error})") from error
+def classifier_card(card_path: Path = CLASSIFIER_CARD) -> ModelCard:
+    """The shipped classifier's card: how it was trained (``provenance``, ``train_config``) and its
+    measured test accuracy and confident fraction (``quality``)."""
+    return read_card(card_path, "the MNIST classifier")

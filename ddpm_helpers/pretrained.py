@@ -1,16 +1,20 @@
 """Models the book ships, so a chapter can load a trained model instead of training one.
 
-Each model is two files in ``ddpm_helpers/weights/``: ``<name>.pt`` (EMA weights in half
-precision, the network's own config, and the diffusion it was trained for) and ``<name>.json``,
-its card: how it was trained (steps, wall time, device, images) and how good it is, plus the
-SHA-256 of the weights file. Loading is safe (``weights_only=True``) and checked: the file must
-have the bytes its card records, the kind its card names, and (when asked) the expected configs.
-Taught in: 04_training.
+Each model is two files in a folder (the shipped ones in ``ddpm_helpers/weights/``): ``<name>.pt``,
+the EMA weights in half precision together with the model's *identity* (its name, kind, network
+config, diffusion config with the prediction type, and for a latent model its latent scale and its
+autoencoder's SHA-256), and ``<name>.json``, its :class:`~ddpm_helpers.cards.ModelCard`. Loading is
+safe (``weights_only=True``) and checked: the weights must have the bytes the card records, their
+own name, and the identity the card repeats (:func:`~ddpm_helpers.cards.read_model`).
+
+A v-predicting network (``diffusion.prediction == "v"``) is loaded wrapped in
+:class:`~ddpm_helpers.diffusion.EpsFromV`: every sampler, the ELBO and guidance read ε, and a bare
+v-network handed to them would give wrong samples without any error. The raw network is
+``model.model``. Taught in: 04_training (06_latent for latent models).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,74 +22,102 @@ import torch
 from torch import nn
 
 from .autoencoder import Autoencoder, AutoencoderConfig
-from .config import DiffusionConfig
+from .cards import LatentLink, ModelCard, Provenance, read_card, read_model, write_card
+from .classifier import MNISTClassifier
+from .diffusion import EpsFromV
+from .latent import check_latent_model
+from .schedules import DiffusionConfig, make_schedule
 from .unet import UNet, UNetConfig
-from .weights import WEIGHTS_DIR, half_state_dict, load_float_state_dict, read_weights, write_atomic
+from .weights import WEIGHTS_DIR, half_state_dict, load_float_state_dict, write_atomic
 
-#: The kinds of shipped networks, and how each is built from its saved config.
-KINDS: dict[str, tuple[type, type]] = {"ddpm-unet": (UNet, UNetConfig), "autoencoder": (Autoencoder, AutoencoderConfig)}
-_KIND_OF = {UNet: "ddpm-unet", Autoencoder: "autoencoder"}
+#: The kinds of shipped networks: each kind's class and the config class it is built from (None: no config).
+KINDS: dict[str, tuple[type, type | None]] = {"ddpm-unet": (UNet, UNetConfig), "autoencoder": (Autoencoder, AutoencoderConfig), "mnist-classifier": (MNISTClassifier, None)}
+_KIND_OF = {network: kind for kind, (network, _) in KINDS.items()}
 
 
 class Pretrained(NamedTuple):
-    """A shipped network (float32, eval mode) and the diffusion it was trained for (None for an autoencoder)."""
+    """A shipped network (float32, eval mode; an ε-network, see the module) and the diffusion it was
+    trained for (None for an autoencoder or the classifier)."""
 
     model: nn.Module
     diffusion: DiffusionConfig | None
 
 
-def save_pretrained(model: nn.Module, name: str, card: dict, *, diffusion: DiffusionConfig | None, directory: Path) -> Path:
-    """Write ``<name>.pt`` (half-precision weights + configs) and ``<name>.json`` (the card, with the
-    SHA-256 of the weights) into ``directory``; returns the .pt path. Publishing into the package's
-    own ``WEIGHTS_DIR`` is a script step (``scripts/``), never a chapter's."""
+class LatentModel(NamedTuple):
+    """A latent diffusion model with the autoencoder it was trained with: sample z of
+    ``autoencoder.config.latent_shape``, then x̂ = D(z / latent_scale) (06_latent)."""
+
+    model: nn.Module
+    diffusion: DiffusionConfig
+    autoencoder: Autoencoder
+    latent_scale: float
+
+
+def save_pretrained(
+    model: nn.Module, name: str, *, directory: str | Path, diffusion: DiffusionConfig | None, provenance: Provenance,
+    quality: dict, train_config: dict | None, latent: LatentLink | None = None, notes: str = "",
+) -> Path:
+    """Write ``<name>.pt`` (half-precision weights + identity) and ``<name>.json`` (its card, with the
+    SHA-256 of the weights) into ``directory``; returns the .pt path. The card is built here, so every
+    card follows one schema. An :class:`EpsFromV` is saved as its v-network, with
+    ``diffusion.prediction == "v"``. Publishing into the package's own ``WEIGHTS_DIR`` is
+    ``scripts/publish_weights.py``'s step, never a chapter's."""
+    if isinstance(model, EpsFromV):
+        if diffusion is None or diffusion.prediction != "v":
+            raise ValueError(f"an EpsFromV wraps a v-network, so diffusion.prediction must be 'v', got {diffusion!r}")
+        model = model.model
     kind = _KIND_OF.get(type(model))
     if kind is None:
         raise ValueError(f"model must be one of {[c.__name__ for c in _KIND_OF]}, got {type(model).__name__}")
     if (kind == "ddpm-unet") != (diffusion is not None):
-        raise ValueError(f"diffusion must be given for a diffusion network and None for an autoencoder, got {diffusion!r} for a {kind}")
-    reserved = sorted({"name", "kind", "sha256"} & set(card))
-    if reserved:
-        raise ValueError(f"card must not set {reserved}: save_pretrained writes them itself")
+        raise ValueError(f"diffusion must be given for a diffusion network and None otherwise, got {diffusion!r} for a {kind}")
+    if diffusion is not None and not isinstance(diffusion, DiffusionConfig):
+        raise ValueError(f"diffusion must be a dh.DiffusionConfig, got {type(diffusion).__name__}")
+    network = model.config.to_dict() if hasattr(model, "config") else {}
+    card = ModelCard(  # validates every field before anything is written
+        name=name, kind=kind, sha256="0" * 64, network=network, diffusion=None if diffusion is None else diffusion.to_dict(),
+        latent=latent, train_config=train_config, provenance=provenance, quality=quality, notes=notes,
+    )
     state = half_state_dict(model)
-    path = Path(directory) / f"{name}.pt"
-    payload = {"kind": kind, "config": model.config.to_dict(), "diffusion": None if diffusion is None else diffusion.to_dict(), "state_dict": state}
-    sha256 = write_atomic(payload, path)
-    card_path = path.with_suffix(".json")
-    card_path.write_text(json.dumps({"name": name, "kind": kind, **card, "sha256": sha256}, indent=2) + "\n")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.pt"
+    identity = card.identity()
+    sha256 = write_atomic({"name": name, "kind": kind, "config": identity["network"], "diffusion": identity["diffusion"],
+                           "latent": identity["latent"], "state_dict": state}, path)
+    write_card(ModelCard(**{**card.__dict__, "sha256": sha256}), path.with_suffix(".json"))
     return path
 
 
-def pretrained_card(name: str, directory: Path = WEIGHTS_DIR) -> dict:
-    """The card of the shipped model ``name``."""
-    path = Path(directory) / f"{name}.json"
-    if not path.is_file():
-        available = sorted(p.stem for p in Path(directory).glob("*.json") if p.with_suffix(".pt").is_file())
+def pretrained_card(name: str, directory: str | Path = WEIGHTS_DIR) -> ModelCard:
+    """The card of the model ``name`` in ``directory`` (default: the shipped models)."""
+    _check_exists(name, Path(directory))
+    return read_card(Path(directory) / f"{name}.json", f"pretrained model {name!r}")
+
+
+def _check_exists(name: str, directory: Path) -> None:
+    if not isinstance(name, str) or not (directory / f"{name}.json").is_file():
+        available = sorted(p.stem for p in directory.glob("*.json") if p.with_suffix(".pt").is_file())
         raise FileNotFoundError(f"no pretrained model named {name!r}; available: {available}")
-    try:
-        card = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"the card {path.name} of pretrained model {name!r} is not valid JSON ({error})") from error
-    if not isinstance(card, dict) or card.get("kind") not in KINDS or "sha256" not in card:
-        raise ValueError(f"the card {path.name} of pretrained model {name!r} must be a JSON object with a 'kind' in {sorted(KINDS)} and a 'sha256'")
-    return card
 
 
 def load_pretrained(
-    name: str, *, device: torch.device | str = "cpu", unet: UNetConfig | None = None, diffusion: DiffusionConfig | None = None, directory: Path = WEIGHTS_DIR
+    name: str, *, device: torch.device | str = "cpu", unet: UNetConfig | None = None, diffusion: DiffusionConfig | None = None,
+    directory: str | Path = WEIGHTS_DIR,
 ) -> Pretrained:
-    """The shipped model ``name`` in float32 eval mode on ``device``, and the diffusion it was trained for.
+    """The model ``name`` in float32 eval mode on ``device``, and the diffusion it was trained for.
 
-    The weights must have the SHA-256 and kind their card records. With ``unet`` or ``diffusion``
-    given, the saved configs must equal them (else a ValueError names the differences), so a
-    chapter cannot silently pair weights with the wrong network or schedule.
+    The weights must match their card (:func:`~ddpm_helpers.cards.read_model`). With ``unet`` or
+    ``diffusion`` given, the saved configs must equal them (else a ValueError names the
+    differences), so a chapter cannot silently pair weights with the wrong network or schedule.
+    A v-network comes wrapped in :class:`EpsFromV` (see the module).
     """
-    card = pretrained_card(name, directory)
+    directory = Path(directory)
+    _check_exists(name, directory)
     what = f"pretrained model {name!r}"
-    payload = read_weights(Path(directory) / f"{name}.pt", what, sha256=card["sha256"])
-    if payload.get("kind") != card["kind"]:
-        raise ValueError(f"{what}: the weights are a {payload.get('kind')!r} but the card says {card['kind']!r}")
-    network_class, config_class = KINDS[card["kind"]]
-    config = config_class.from_dict(payload["config"])
+    card, payload = read_model(directory / f"{name}.pt", directory / f"{name}.json", name, what)
+    network_class, config_class = KINDS[card.kind]
+    config = None if config_class is None else config_class.from_dict(payload["config"])
     saved_diffusion = None if payload["diffusion"] is None else DiffusionConfig.from_dict(payload["diffusion"])
     differences = [
         f"{label}: weights {saved!r} vs asked {asked!r}"
@@ -94,5 +126,31 @@ def load_pretrained(
     ]
     if differences:
         raise ValueError(f"{what} does not match this configuration: " + "; ".join(differences))
-    model = load_float_state_dict(network_class(config), payload["state_dict"], what)
-    return Pretrained(model.eval().to(device), saved_diffusion)
+    model = load_float_state_dict(network_class() if config is None else network_class(config), payload["state_dict"], what).eval().to(device)
+    if saved_diffusion is not None and saved_diffusion.prediction == "v":
+        model = EpsFromV(model, make_schedule(saved_diffusion.schedule, saved_diffusion.T).to(device)).eval()
+    return Pretrained(model, saved_diffusion)
+
+
+def load_latent_model(name: str = "latent", *, autoencoder: str | None = None, device: torch.device | str = "cpu", directory: str | Path = WEIGHTS_DIR) -> LatentModel:
+    """The latent diffusion model ``name`` with its own autoencoder, both from ``directory``.
+
+    The autoencoder is the one the latent model's weights name (or ``autoencoder``, if given); its
+    weights file must have the SHA-256 the latent model records, so a latent model is never decoded
+    through another autoencoder. Taught in: 06_latent.
+    """
+    model, diffusion = load_pretrained(name, device=device, directory=directory)
+    link = pretrained_card(name, directory).latent
+    if link is None:
+        raise ValueError(f"name: {name!r} is not a latent diffusion model (its weights hold no latent scale or autoencoder); use dh.load_pretrained")
+    autoencoder_name = link.autoencoder if autoencoder is None else autoencoder
+    ae_card = pretrained_card(autoencoder_name, directory)
+    if ae_card.sha256 != link.autoencoder_sha256:
+        raise ValueError(
+            f"autoencoder: the latent model {name!r} was trained with the autoencoder {link.autoencoder!r} whose weights have SHA-256 "
+            f"{link.autoencoder_sha256[:12]}..., but {autoencoder_name!r} has {ae_card.sha256[:12]}...; decode it only through its own autoencoder"
+        )
+    ae, _ = load_pretrained(autoencoder_name, device=device, directory=directory)
+    unet = model.model.config if isinstance(model, EpsFromV) else model.config
+    check_latent_model(ae.config, unet.image_channels, unet.image_size)
+    return LatentModel(model, diffusion, ae, link.scale)

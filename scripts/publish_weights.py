@@ -3,12 +3,14 @@ copy it into the weights that ship with the package.
 
     python scripts/publish_weights.py runs/04_training/unconditional
     python scripts/publish_weights.py runs/07_conditional/conditional.pt --force
+    python scripts/publish_weights.py --smoke          # the whole route on a tiny model, in temporary folders
 
 The argument names the model by its path without extension, or by its ``.pt`` or ``.json`` file
 (a folder holding exactly one model also works). The model is loaded with
 ``dh.load_pretrained(name, directory=...)``, which checks the weights' SHA-256 against the card,
-the kind the card names, the file's format and that the weights fit the network their config
-describes. Its ``<name>.pt`` and ``<name>.json`` are then copied into ``dh.WEIGHTS_DIR``
+that the card agrees with the identity inside the weights (name, kind, configs, latent scale and
+autoencoder), the file's format and that the weights fit the network their config describes. A
+latent model is published only where its own autoencoder (by SHA-256) already is. Its ``<name>.pt`` and ``<name>.json`` are then copied into ``dh.WEIGHTS_DIR``
 (``ddpm_helpers/weights/``), each to a temporary file that is checked and renamed into place, and the
 published model is loaded once more from there. A model of the same name is replaced only with
 ``--force``. Chapters never write into the package: this script is the one publishing step.
@@ -17,9 +19,13 @@ published model is loaded once more from there. A model of the same name is repl
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import shutil
+import tempfile
 from pathlib import Path
+
+import torch
 
 import ddpm_helpers as dh
 from ddpm_helpers.weights import sha256_of
@@ -50,13 +56,32 @@ def model_stem(argument: str) -> Path:
     return path
 
 
-def describe(model, diffusion, card: dict) -> str:
+def describe(model, diffusion, card: dh.ModelCard) -> str:
     """One line: the kind, size and diffusion of the model and the headline numbers of its card."""
-    parts = [card["kind"], f"{dh.count_parameters(model):,} parameters"]
+    parts = [card.kind, f"{dh.count_parameters(model):,} parameters"]
     if diffusion is not None:
-        parts.append(f"T={diffusion.T} {diffusion.schedule}")
-    parts += [f"{key} {card[key]}" for key in ("steps", "fid", "confident_fraction", "sampler", "date") if key in card]
+        parts.append(f"T={diffusion.T} {diffusion.schedule} {diffusion.prediction}-prediction")
+    if card.latent is not None:
+        parts.append(f"latent scale {card.latent.scale:.4f} on autoencoder {card.latent.autoencoder!r} ({card.latent.autoencoder_sha256[:12]}...)")
+    parts += [f"{metric} {measure.value}" for metric, measure in card.quality.items()]
+    parts += [f"trained {card.provenance.date} by {card.provenance.trained_by}"]
     return ", ".join(parts)
+
+
+def smoke(into: Path | None) -> None:
+    """A tiny model written into a temporary run folder and published into a temporary folder (or
+    ``--into``, never the package's own weights): the whole route in seconds."""
+    if into is not None and into.resolve() == dh.WEIGHTS_DIR.resolve():
+        raise SystemExit("--smoke never publishes into the package's weights; give another --into or none")
+    with tempfile.TemporaryDirectory(prefix="publish-smoke-") as tmp:
+        run_dir, target = Path(tmp) / "run", into or Path(tmp) / "published"
+        target.mkdir(parents=True, exist_ok=True)
+        cfg = dh.TINY
+        torch.manual_seed(cfg.seed)
+        provenance = dh.cards.Provenance(date=datetime.date.today().isoformat(), device="cpu", train_seconds=0.0, num_train_images=0, num_steps=0, trained_by="scripts/publish_weights.py --smoke")
+        weights = dh.save_pretrained(dh.UNet(cfg.unet), "smoke", directory=run_dir, diffusion=cfg.diffusion, provenance=provenance,
+                                     quality={}, train_config=cfg.train.to_dict(), notes="an untrained network: the --smoke run of the publishing route")
+        publish(weights.with_suffix(""), target, force=False)
 
 
 def copy_atomic(pairs: list[tuple[Path, Path]], sha256: str) -> None:
@@ -79,23 +104,36 @@ def copy_atomic(pairs: list[tuple[Path, Path]], sha256: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="the model to publish: runs/<chapter>/<name>, or its .pt or .json file")
+    parser.add_argument("model", nargs="?", help="the model to publish: runs/<chapter>/<name>, or its .pt or .json file")
     parser.add_argument("--force", action="store_true", help="replace a published model of the same name")
-    parser.add_argument("--into", type=Path, default=dh.WEIGHTS_DIR, help="where to publish (default: the package's weights folder, %(default)s)")
+    parser.add_argument("--into", type=Path, default=None, help=f"where to publish (default: the package's weights folder, {dh.WEIGHTS_DIR})")
+    parser.add_argument("--smoke", action="store_true", help="publish a tiny untrained model between temporary folders (seconds; never into the package)")
     args = parser.parse_args()
+    if args.smoke:
+        if args.model is not None:
+            raise SystemExit("--smoke makes its own tiny model; give no model to publish")
+        smoke(args.into)
+        return
+    if args.model is None:
+        parser.error("name the model to publish (or pass --smoke)")
+    publish(model_stem(args.model), args.into or dh.WEIGHTS_DIR, force=args.force)
 
-    stem = model_stem(args.model)
+
+def publish(stem: Path, into: Path, *, force: bool) -> None:
+    """Check the model at ``stem`` (its weights, card and identity) and copy it into ``into``."""
     name, source = stem.name, stem.parent
     try:
         model, diffusion = dh.load_pretrained(name, directory=source)
         card = dh.pretrained_card(name, directory=source)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"refusing to publish {shown(stem)}: {error}") from error
-    if card.get("name") != name:
-        raise SystemExit(f"refusing to publish {shown(stem)}: its card names the model {card.get('name')!r}, not {name!r} (renamed files?)")
+    if card.latent is not None:
+        linked = into / f"{card.latent.autoencoder}.pt"
+        if not linked.is_file() or sha256_of(linked) != card.latent.autoencoder_sha256:
+            raise SystemExit(f"refusing to publish {shown(stem)}: its autoencoder {card.latent.autoencoder!r} (SHA-256 "
+                             f"{card.latent.autoencoder_sha256[:12]}...) is not in {shown(into)}; publish that autoencoder first")
     print(f"checked {shown(stem.with_suffix('.pt'))}: {describe(model, diffusion, card)}")
 
-    into = args.into
     if not into.is_dir():
         raise SystemExit(f"--into: no folder at {into}")
     if into.resolve() == source.resolve():
@@ -106,14 +144,14 @@ def main() -> None:
         if all(dst.is_file() and sha256_of(dst) == sha256_of(src) for src, dst in pairs):
             print(f"{shown(into)} already holds these exact files ({', '.join(dst.name for _, dst in pairs)}); nothing to do")
             return
-        if not args.force:
+        if not force:
             raise SystemExit(f"refusing to overwrite {', '.join(shown(p) for p in existing)}; pass --force to replace the published model {name!r}")
     old_sha = sha256_of(pairs[0][1]) if pairs[0][1].is_file() else None
 
-    copy_atomic(pairs, card["sha256"])
+    copy_atomic(pairs, card.sha256)
     dh.load_pretrained(name, directory=into)  # the published copy loads and matches its card
     size = pairs[0][1].stat().st_size / 2**20
-    print(f"published {name!r}: {shown(pairs[0][0])} -> {shown(pairs[0][1])} ({size:.2f} MiB, sha256 {card['sha256'][:12]}...), "
+    print(f"published {name!r}: {shown(pairs[0][0])} -> {shown(pairs[0][1])} ({size:.2f} MiB, sha256 {card.sha256[:12]}...), "
           f"{shown(pairs[1][0])} -> {shown(pairs[1][1])}")
     if existing:
         print(f"replaced the previously published {name!r}" + (f" (sha256 {old_sha[:12]}...)" if old_sha else ""))

@@ -145,11 +145,11 @@ def test_saving_weights_beyond_half_precision_is_refused(tmp_path):
     with torch.no_grad():
         model.head[-1].weight[0, 0, 0, 0] = 1e6
     with pytest.raises(ValueError, match="beyond half precision's range"):
-        dh.save_pretrained(model, "broken", {"note": "test"}, diffusion=dh.DiffusionConfig(), directory=tmp_path)
+        dh.save_pretrained(model, "broken", diffusion=dh.DiffusionConfig(), directory=tmp_path, provenance=dh.cards.Provenance(None, None, None, None, None, "test"), quality={}, train_config=None)
     with torch.no_grad():
         model.head[-1].weight[0, 0, 0, 0] = math.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
-        dh.save_pretrained(model, "broken", {"note": "test"}, diffusion=dh.DiffusionConfig(), directory=tmp_path)
+        dh.save_pretrained(model, "broken", diffusion=dh.DiffusionConfig(), directory=tmp_path, provenance=dh.cards.Provenance(None, None, None, None, None, "test"), quality={}, train_config=None)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 

@@ -75,14 +75,12 @@ def test_golden_loss(models):
 
 def test_golden_latent_models():
     """The shipped autoencoder and latent diffusion model: they pair, and a short sample decodes to pinned values."""
-    autoencoder, _ = dh.load_pretrained("autoencoder")
-    latent, diffusion = dh.load_pretrained("latent")
+    latent, diffusion, autoencoder, latent_scale = dh.load_latent_model("latent")   # checks the pair by the autoencoder's SHA-256
     card = dh.pretrained_card("latent")
-    assert card["autoencoder"] == "autoencoder" and card["num_train_images"] == 11_823
-    dh.latent.check_latent_model(autoencoder.config, latent.config.image_channels, latent.config.image_size)
+    assert card.latent.autoencoder_sha256 == dh.pretrained_card("autoencoder").sha256 and card.provenance.num_train_images == 11_823
     schedule = dh.make_schedule(diffusion.schedule, diffusion.T)
     spec = dh.SamplerSpec("ddim", num_steps=5, eta=1.0, clip_x0=False)   # latents have no known range
     z = dh.sample(latent, 2, dh.DataSpace(autoencoder.config.latent_shape), schedule, spec, generator=torch.Generator().manual_seed(5))
     assert_pinned(pick(z), [-0.09805707633495331, -1.696791172027588, -146.6748463921249])
-    images = dh.latent.decode_latents(autoencoder, z, card["latent_scale"])
+    images = dh.latent.decode_latents(autoencoder, z, latent_scale)
     assert_pinned(pick(images), [-0.9998847842216492, -0.3845970630645752, -1.0, -1.0, -0.9683583378791809, -1.0, -1569.5829808930866])

@@ -131,8 +131,8 @@ def test_shipped_classifier_recognises_the_bundled_test_digits(cfg):
     accuracy = metrics.class_accuracy(classified.logits, test.labels)
     assert accuracy >= 0.99
     card = dh.classifier_card()
-    assert card.num_test_images == 10_000 and card.test_accuracy >= 0.993
-    assert card.test_confident_fraction >= 0.97  # real digits clear the "confident" bar that samples must
+    assert card.quality["test_accuracy"].num_samples == 10_000 and card.quality["test_accuracy"].value >= 0.993
+    assert card.quality["test_confident_fraction"].value >= 0.97  # real digits clear the "confident" bar that samples must
 
 
 def test_fid_between_real_sets_is_far_below_fid_to_noise(cfg):
