@@ -1,23 +1,54 @@
 """Train the MNIST classifier whose features the metrics use, measure it, and write its weights and card.
 
-    DDPM_MNIST_ROOT=/path/to/mnist python scripts/train_classifier.py
-    DDPM_MNIST_ROOT=/path/to/mnist python scripts/train_classifier.py --epochs 1 --directory /tmp/classifier   # a trial
+    DDPM_MNIST_ROOT=/path/to/mnist python scripts/train_classifier.py --out runs/classifier
+    python scripts/publish_weights.py runs/classifier/mnist_classifier --force     # then ship it
+    python scripts/train_classifier.py --smoke                                     # seconds: tiny, temporary folder
 
 Trains on every official training image available (the "train" and "val" splits together), tests on
-the 10,000 official test images, and writes ``mnist_classifier.{pt,json}`` into ``--directory``
-(default: the package's shipped weights, ``ddpm_helpers/weights/``, which the metrics load).
-The accuracy on the card is measured on the half-precision weights that ship.
+the 10,000 official test images, and writes ``mnist_classifier.{pt,json}`` into ``--out`` with
+``dh.save_pretrained``, like every shipped model (one card schema). Publishing into the package is
+``scripts/publish_weights.py``'s step, never this script's. The accuracy on the card is measured on
+the half-precision weights that ship. ``--smoke`` trains one epoch on the bundled subset into a
+temporary folder: the whole route in seconds, not a usable classifier.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import tempfile
 from pathlib import Path
 
 import torch
 
 import ddpm_helpers as dh
-from ddpm_helpers.classifier import ClassifierCard, load_classifier, save_classifier
+from ddpm_helpers.cards import Provenance, measures
+from ddpm_helpers.classifier import CLASSIFIER_NAME
+
+
+def train_and_save(out: Path, data: dh.DataConfig, *, epochs: int, seed: int, device: torch.device, trained_by: str) -> Path:
+    """Train, save, reload the saved (half-precision) weights, measure them on the test images, and
+    save again with the measured card; returns the weights' path."""
+    train, val = dh.load_mnist("train", data), dh.load_mnist("val", data)
+    train_set = dh.ImageSet(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]))
+    test_set = dh.load_mnist("test", data)
+    print(f"training on {len(train_set.labels)} images, testing on {len(test_set.labels)}, device {device}")
+    settings = {"epochs": epochs, "batch_size": 128, "lr": 3e-3, "seed": seed}
+    model, seconds = dh.train_classifier(train_set, **settings, device=device)
+    model = model.cpu()
+    provenance = Provenance(date=datetime.date.today().isoformat(), device=dh.describe_device(device), train_seconds=round(seconds, 1),
+                            num_train_images=len(train_set.labels), num_steps=epochs * -(-len(train_set.labels) // settings["batch_size"]), trained_by=trained_by)
+    common = dict(directory=out, diffusion=None, provenance=provenance, train_config=settings)
+    weights = dh.save_pretrained(model, CLASSIFIER_NAME, quality={}, **common, notes="not yet measured")
+    shipped = dh.load_classifier(device, weights, weights.with_suffix(".json"))
+    logits = dh.metrics.classify(shipped, test_set.images).logits
+    accuracy, confident = dh.metrics.class_accuracy(logits, test_set.labels), dh.metrics.confident_fraction(logits)
+    quality = measures({"test_accuracy": round(accuracy, 5), "test_confident_fraction": round(confident, 5)}, num_samples=len(test_set.labels))
+    weights = dh.save_pretrained(model, CLASSIFIER_NAME, quality=quality, **common,
+                                 notes=f"{dh.count_parameters(model):,} parameters; measured on the shipped half-precision weights")
+    print(f"test accuracy of the shipped float16 weights {accuracy:.4%}; confident (p >= 0.9) {confident:.2%}; "
+          f"{seconds:.0f} s on {provenance.device}; wrote {weights} and its card")
+    return weights
 
 
 def main() -> None:
@@ -25,31 +56,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
-    parser.add_argument("--directory", type=Path, default=dh.WEIGHTS_DIR, help="where to write mnist_classifier.{pt,json} (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("runs/classifier"), help="where to write mnist_classifier.{pt,json} (default: %(default)s)")
+    parser.add_argument("--smoke", action="store_true", help="one epoch on the bundled subset, into a temporary folder (seconds)")
     args = parser.parse_args()
-    weights, card_path = args.directory / "mnist_classifier.pt", args.directory / "mnist_classifier.json"
-    device = dh.pick_device(args.device)
-    data = dh.FULL.data
-    train, val = dh.load_mnist("train", data), dh.load_mnist("val", data)
-    train_set = dh.ImageSet(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]))
-    test_set = dh.load_mnist("test", data)
-    print(f"training on {len(train_set.labels)} images, testing on {len(test_set.labels)}, device {device}")
-    model, seconds = dh.train_classifier(train_set, epochs=args.epochs, seed=args.seed, device=device)
-    float_accuracy = dh.metrics.class_accuracy(dh.metrics.classify(model, test_set.images).logits, test_set.labels)
-    card = ClassifierCard(
-        test_accuracy=float("nan"), test_confident_fraction=float("nan"), num_test_images=len(test_set.labels), num_train_images=len(train_set.labels),
-        epochs=args.epochs, seed=args.seed, train_seconds=round(seconds, 1), device=dh.describe_device(device),
-        num_parameters=dh.count_parameters(model),
-    )
-    save_classifier(model.cpu(), card, weights, card_path)
-    shipped = load_classifier(device, weights, card_path)
-    logits = dh.metrics.classify(shipped, test_set.images).logits
-    accuracy = dh.metrics.class_accuracy(logits, test_set.labels)
-    confident = dh.metrics.confident_fraction(logits)
-    measured = ClassifierCard(**{**card.__dict__, "test_accuracy": round(accuracy, 5), "test_confident_fraction": round(confident, 5)})
-    save_classifier(model.cpu(), measured, weights, card_path)
-    print(f"test accuracy: float32 {float_accuracy:.4%}, shipped float16 weights {accuracy:.4%}; "
-          f"confident (p >= 0.9) {confident:.2%}; {seconds:.0f} s on {card.device}; wrote {weights} and {card_path.name}")
+    if args.epochs < 1:
+        raise SystemExit(f"--epochs must be a positive number of epochs, got {args.epochs}")
+    if args.out.resolve() == dh.WEIGHTS_DIR.resolve():
+        raise SystemExit(f"--out must not be the package's weights folder {dh.WEIGHTS_DIR}; publish with scripts/publish_weights.py")
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="classifier-smoke-") as tmp:
+            train_and_save(Path(tmp), dh.TINY.data, epochs=1, seed=args.seed, device=torch.device("cpu"), trained_by="scripts/train_classifier.py --smoke")
+        return
+    train_and_save(args.out, dh.FULL.data, epochs=args.epochs, seed=args.seed, device=dh.pick_device(args.device), trained_by="scripts/train_classifier.py")
 
 
 if __name__ == "__main__":

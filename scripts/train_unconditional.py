@@ -154,14 +154,13 @@ def main() -> None:
             print(f"{row['minutes']:6.2f} min {state.step:6d} steps ({row['images_per_s']:.0f} img/s): val loss {row['val_loss']:.4f}, "
                   f"FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
             if minutes == minutes_list[-1]:
-                card = {
-                    "steps": state.step, "train_seconds": round(state.elapsed, 1), "device": dh.describe_device(device),
-                    "fid": round(report.fid, 2), "fid_num_samples": reference.num_samples, "fid_floor": round(reference.fid_floor, 2),
-                    "confident_fraction": round(report.confident_fraction, 4), "min_class_share": round(report.min_class_share, 4),
-                    "sampler": str(cfg.judge), "num_train_images": len(train_set.labels), "date": datetime.date.today().isoformat(),
-                    "train_config": cfg.train.to_dict(),
-                }
-                weights = dh.save_pretrained(state.ema.model, "unconditional", card, diffusion=cfg.diffusion, directory=args.out)
+                provenance = dh.cards.Provenance(date=datetime.date.today().isoformat(), device=dh.describe_device(device), train_seconds=round(state.elapsed, 1),
+                                                 num_train_images=len(train_set.labels), num_steps=state.step, trained_by="scripts/train_unconditional.py")
+                quality = {**dh.cards.measures({"fid": round(report.fid, 2), "confident_fraction": round(report.confident_fraction, 4),
+                                                "min_class_share": round(report.min_class_share, 4)}, num_samples=reference.num_samples, sampler=str(cfg.judge)),
+                           "fid_floor": dh.cards.Measure(round(reference.fid_floor, 2), reference.num_samples)}
+                weights = dh.save_pretrained(state.ema.model, "unconditional", diffusion=cfg.diffusion, directory=args.out, provenance=provenance,
+                                             quality=quality, train_config=cfg.train.to_dict())
                 print(f"wrote {weights} and its card; publish it with: python scripts/publish_weights.py {weights}")
         if distributed:
             dist.barrier()  # the other processes wait here, so rank 0's evaluation is not counted as their training time
