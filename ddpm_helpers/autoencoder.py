@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import ConfigMixin, check_finite, check_fraction, check_images, check_positive_int, check_range
+from .checks import ConfigMixin, check_fraction, check_images, check_positive_int, validated
+from .image_range import check_model_images
 
 
 class ChannelAttention(nn.Module):
@@ -160,8 +161,12 @@ class Autoencoder(nn.Module):
         self.decoder = nn.Sequential(*decoder)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """z = E(x). x: (B, in_channels, image_size, image_size) → z: (B, *latent_shape)."""
-        check_images(x, "x")
+        """z = E(x). x: (B, in_channels, image_size, image_size) in [-1, 1] → z: (B, *latent_shape).
+
+        Images evidently in [0, 1] or [0, 255] are refused (the rule of :mod:`ddpm_helpers.image_range`:
+        values outside [-1, 1], or none negative while some image varies; flat images pass).
+        """
+        check_model_images(x, "x")
         size = self.config.image_size
         expected = (self.config.in_channels, size, size)
         if tuple(x.shape[1:]) != expected:
@@ -197,9 +202,16 @@ def reconstruction_loss(model: Autoencoder, x: torch.Tensor) -> torch.Tensor:
     output saturates at the background (its gradient carries the factor σ'(a) → 0), and without a
     squashing output the background is reconstructed with faint noise; the cross-entropy's
     gradient, σ(a) − p, does neither. Its minimum is the entropy of the grey pixels, not 0.
-    x: (B, C, H, W) in [-1, 1] → scalar.
+    x: (B, C, H, W) in [-1, 1], B ≥ 1 → scalar. Images evidently in [0, 1] or [0, 255] are refused
+    by the rule of :mod:`ddpm_helpers.image_range` (flat images, e.g. all white, pass).
     """
-    return F.binary_cross_entropy_with_logits(model.decode_logits(model.encode(x)), (x + 1) / 2)
+    if not isinstance(model, Autoencoder):
+        raise ValueError(f"model must be an Autoencoder, got {type(model).__name__}")
+    check_model_images(x, "x")
+    if x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one image, got an empty batch of shape {tuple(x.shape)}")
+    with validated():  # checked once here, not again inside encode
+        return F.binary_cross_entropy_with_logits(model.decode_logits(model.encode(x)), (x + 1) / 2)
 
 
 def warmup_cosine_lr(step: int, *, num_steps: int, lr: float, warmup_steps: int) -> float:
@@ -226,19 +238,21 @@ def train_autoencoder(
 
     Each step draws ``batch_size`` images with replacement (indices from ``generator``), uses the
     learning rate of :func:`warmup_cosine_lr` and clips the gradient norm to 1.0. A non-finite
-    loss stops training with a ``ValueError`` naming the step. images: (N, C, H, W) in [-1, 1].
+    loss stops training with a ``ValueError`` naming the step. images: (N, C, H, W) in [-1, 1],
+    checked once before the first step by the rule of :mod:`ddpm_helpers.image_range` (evident
+    [0, 1] or [0, 255] images are refused; flat ones pass). Taught in: 06_latent.
     """
+    if not isinstance(model, Autoencoder):
+        raise ValueError(f"model must be an Autoencoder, got {type(model).__name__}")
     check_positive_int(num_steps, "num_steps")
     check_positive_int(batch_size, "batch_size")
     check_positive_int(warmup_steps, "warmup_steps", minimum=0)
     check_fraction(lr, "lr", high=float("inf"), include_low=False)
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    check_images(images, "images")
+    check_model_images(images, "images")
     if images.shape[0] == 0:
         raise ValueError(f"images must hold at least one image, got shape {tuple(images.shape)}")
-    check_finite(images, "images")
-    check_range(images, "images", (-1.0, 1.0))
 
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -251,7 +265,8 @@ def train_autoencoder(
             group["lr"] = warmup_cosine_lr(step, num_steps=num_steps, lr=lr, warmup_steps=warmup_steps)
         index = torch.randint(images.shape[0], (batch_size,), generator=generator, device=generator.device)
         x = images[index.to(images.device)].to(device)
-        loss = reconstruction_loss(model, x)
+        with validated():  # the images were checked once above
+            loss = reconstruction_loss(model, x)
         if not torch.isfinite(loss):
             model.train(was_training)
             raise ValueError(f"reconstruction loss became non-finite at step {step}: {loss.item()} (try a lower lr)")

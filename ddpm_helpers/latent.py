@@ -17,15 +17,25 @@ import math
 import torch
 
 from .autoencoder import Autoencoder, AutoencoderConfig
-from .checks import check_images, check_positive_int
+from .checks import check_images, check_positive_int, validated
+from .image_range import check_model_images
+
+
+def _check_autoencoder(model: object) -> None:
+    if not isinstance(model, Autoencoder):
+        raise ValueError(f"model must be an Autoencoder, got {type(model).__name__}")
 
 
 def encode_images(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """z = E(x) for every image, in batches, without gradients and in eval mode.
 
     images: (N, C, H, W) in [-1, 1] → z: (N, *model.config.latent_shape), float32 on the CPU.
+    Images evidently in [0, 1] or [0, 255] are refused by the rule of :mod:`ddpm_helpers.image_range`
+    (values outside [-1, 1], or none negative while some image varies; flat images, e.g. all
+    white, pass): an autoencoder trained on [-1, 1] digits reconstructs [0, 1] ones at a few dB.
     """
-    check_images(images, "images")
+    _check_autoencoder(model)
+    check_model_images(images, "images")
     check_positive_int(batch_size, "batch_size")
     parameter = next(model.parameters())
     was_training = model.training
@@ -34,7 +44,8 @@ def encode_images(model: Autoencoder, images: torch.Tensor, batch_size: int = 50
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
             x = images[start : start + batch_size].to(parameter.device, parameter.dtype)
-            latents.append(model.encode(x).float().cpu())
+            with validated():  # checked once above, not once per batch
+                latents.append(model.encode(x).float().cpu())
     model.train(was_training)
     return torch.cat(latents)
 
@@ -62,6 +73,7 @@ def decode_latents(model: Autoencoder, z_scaled: torch.Tensor, scale: float, bat
     ``z.double() * scale`` come back bit-for-bit as z. (In float32, (z·scale)/scale differs from z
     by one rounding in about one value in ten: harmless, but not exact.)
     """
+    _check_autoencoder(model)
     check_images(z_scaled, "z_scaled")
     check_positive_int(batch_size, "batch_size")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:

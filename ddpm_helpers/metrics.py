@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_images, check_labels, check_positive_int, check_signed_range
+from .checks import check_finite, check_labels, check_positive_int
 from .diffusion import MNIST_PIXELS
+from .image_range import check_model_images, to_unit_interval
 
 
 class Classified(NamedTuple):
@@ -29,8 +30,9 @@ class Classified(NamedTuple):
 
 @torch.no_grad()
 def classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 500) -> Classified:
-    """Features and logits of ``images`` ((N, 1, 32, 32) in [-1, 1]), computed in batches on the
-    classifier's device; returned on the CPU in float32."""
+    """Features and logits of ``images`` ((N, 1, 32, 32) in [-1, 1], N ≥ 1; evident [0, 1] images are
+    refused by the rule of :mod:`ddpm_helpers.image_range`), computed in batches on the classifier's
+    device; returned on the CPU in float32."""
     _check_mnist_images(images, "images")
     device = next(classifier.parameters()).device
     classifier.eval()
@@ -43,23 +45,29 @@ def classify(classifier: nn.Module, images: torch.Tensor, batch_size: int = 500)
     return Classified(torch.cat(features), torch.cat(logits))
 
 
-def _check_mnist_images(x: torch.Tensor, name: str, *, any_size: bool = False) -> None:
-    """Grey images in [-1, 1], finite, not [0, 1] images by mistake: (N, 1, 32, 32) for the
-    classifier; (N, 1, H, W) of any size for the pixel metrics (``any_size``)."""
-    check_images(x, name)
+def _check_mnist_images(x: torch.Tensor, name: str, *, any_size: bool = False, value_range: tuple[float, float] | None = None) -> None:
+    """At least one grey image, finite, in [-1, 1] and not evidently [0, 1] images (or in a stated
+    ``value_range``; see :mod:`ddpm_helpers.image_range`): (N, 1, 32, 32) for the classifier;
+    (N, 1, H, W) of any size for the pixel metrics (``any_size``)."""
+    check_model_images(x, name, value_range=value_range)
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one image, got an empty batch of shape {tuple(x.shape)}")
     if any_size and x.shape[1] != 1:
         raise ValueError(f"{name} must be grey images of shape (N, 1, H, W), got {tuple(x.shape)}; compare colour images one channel at a time")
     if not any_size and tuple(x.shape[1:]) != MNIST_PIXELS.shape:
         raise ValueError(f"{name} must have shape (N, 1, 32, 32): MNIST digits padded to 32x32 (dh.load_mnist does it), got {tuple(x.shape)}")
-    check_signed_range(x, name, MNIST_PIXELS.value_range)
 
 
 def _check_features(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], min_count: int = 2) -> None:
+    """Two finite (N, D) feature sets with D ≥ 1 and at least ``min_count`` rows each, of one D."""
     for x, name in zip((a, b), names):
-        if x.ndim != 2:
-            raise ValueError(f"{name} must have shape (N, D), got {tuple(x.shape)}")
+        if not isinstance(x, torch.Tensor) or x.ndim != 2:
+            raise ValueError(f"{name} must have shape (N, D), a tensor of N feature vectors, got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if x.shape[1] == 0:
+            raise ValueError(f"{name} must have at least one feature dimension (D >= 1), got shape {tuple(x.shape)}: with none every distance is 0")
         if x.shape[0] < min_count:
             raise ValueError(f"{name} needs at least {min_count} samples, got {x.shape[0]}")
+        check_finite(x, name)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"{names[0]} and {names[1]} must have the same feature size, got {a.shape[1]} and {b.shape[1]}")
 
@@ -96,7 +104,9 @@ def kid(features_a: torch.Tensor, features_b: torch.Tensor, *, num_subsets: int 
 
     Each subset draws ``subset_size`` rows of each set without replacement; with ``subset_size``
     at or above both set sizes every subset is the whole set and the standard deviation is 0, so
-    choose it below the set sizes (e.g. half) to see KID's spread."""
+    choose it below the set sizes (e.g. half) to see KID's spread. With ``num_subsets=1`` there is
+    no spread to measure: the standard deviation is returned as NaN (unknown), never 0, which would
+    claim a certainty the estimate does not have."""
     _check_features(features_a, features_b, ("features_a", "features_b"))
     check_positive_int(subset_size, "subset_size", minimum=2)  # the unbiased estimate divides by size - 1
     check_positive_int(num_subsets, "num_subsets")
@@ -111,19 +121,30 @@ def kid(features_a: torch.Tensor, features_b: torch.Tensor, *, num_subsets: int 
         off_diagonal = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (size * (size - 1))
         values.append(float(off_diagonal - 2 * k_xy.mean()))
     values_t = torch.tensor(values)
-    return float(values_t.mean()), float(values_t.std()) if num_subsets > 1 else 0.0
+    return float(values_t.mean()), float(values_t.std()) if num_subsets > 1 else math.nan
+
+
+def _check_logits(logits: torch.Tensor, name: str = "logits") -> None:
+    """A finite (N, C) tensor with N ≥ 1 rows (a share of no samples is undefined) and C ≥ 2 classes."""
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or not logits.is_floating_point():
+        got = f"shape {tuple(logits.shape)}, dtype {logits.dtype}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"{name} must be a floating tensor of shape (N, C), one row of class scores per sample, got {got}")
+    if logits.shape[0] == 0 or logits.shape[1] < 2:
+        raise ValueError(f"{name} must hold at least one sample and two classes, got shape {tuple(logits.shape)}")
+    check_finite(logits, name)
 
 
 def class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of rows whose arg-max class equals the label (for conditional samples: the requested digit)."""
-    if logits.ndim != 2:
-        raise ValueError(f"logits must be (N, C), got shape {tuple(logits.shape)}")
+    """Fraction of rows whose arg-max class equals the label (for conditional samples: the requested digit).
+    logits: (N, C), N ≥ 1; labels: (N,) integers in [0, C)."""
+    _check_logits(logits)
     check_labels(labels, logits.shape[0], logits.shape[1], "labels")
     return float((logits.argmax(1) == labels).float().mean())
 
 
 def confidences(logits: torch.Tensor) -> torch.Tensor:
-    """The classifier's probability of its predicted class, (N,)."""
+    """The classifier's probability of its predicted class, (N,), from logits (N, C) with N ≥ 1."""
+    _check_logits(logits)
     return F.softmax(logits.float(), dim=1).max(dim=1).values
 
 
@@ -135,35 +156,48 @@ def confident_fraction(logits: torch.Tensor, threshold: float = 0.9) -> float:
 
 
 def class_histogram(logits: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
-    """Fraction of samples predicted as each class, (num_classes,): a skew reveals mode collapse."""
+    """Fraction of samples predicted as each class, (num_classes,): a skew reveals mode collapse.
+    logits: (N, num_classes), N ≥ 1."""
+    _check_logits(logits)
+    if logits.shape[1] != num_classes:
+        raise ValueError(f"logits must have num_classes = {num_classes} columns, got shape {tuple(logits.shape)}; pass num_classes={logits.shape[1]}")
     return torch.bincount(logits.argmax(1), minlength=num_classes).float() / logits.shape[0]
 
 
-def _as_pixel_arrays(x: torch.Tensor, name: str) -> np.ndarray:
-    _check_mnist_images(x, name, any_size=True)
-    return ((x.detach().double().cpu() + 1) / 2).numpy()  # [0, 1]
+def _as_pixel_arrays(x: torch.Tensor, name: str, value_range: tuple[float, float] | None) -> np.ndarray:
+    _check_mnist_images(x, name, any_size=True, value_range=value_range)
+    return to_unit_interval(x, value_range).numpy()  # [0, 1]
 
 
-def psnr(reference: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image in dB, on [0, 1] pixels (data range 1), via scikit-image. (N,)
+def psnr(reference: torch.Tensor, images: torch.Tensor, *, value_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image in dB, on [0, 1] pixels p (data range 1), via scikit-image:
 
+        PSNR = 10 log10(1 / MSE),   MSE = mean over pixels of (p_reference − p_image)².
+
+    reference, images: (N, 1, H, W) → (N,) float64. Pixels are p = (x + 1)/2 for images in [-1, 1]
+    (``value_range=None``: evident [0, 1] images are refused, flat ones accepted; the rule is in
+    :mod:`ddpm_helpers.image_range`), or p = (x − low)/(high − low) for a stated
+    ``value_range=(low, high)``, which is checked exactly: pass ``(0, 1)`` for [0, 1] images, or
+    ``(-1, 1)`` for light [-1, 1] images the rule would take for [0, 1] ones.
     An image identical to its reference has no error and an infinite PSNR: it is returned as ``inf``
-    without the divide-by-zero warning scikit-image raises on the way.
+    without the divide-by-zero warning scikit-image raises on the way. Taught in: measuring_quality.
     """
     from skimage.metrics import peak_signal_noise_ratio
 
-    ref, img = _as_pixel_arrays(reference, "reference"), _as_pixel_arrays(images, "images")
+    ref, img = _as_pixel_arrays(reference, "reference", value_range), _as_pixel_arrays(images, "images", value_range)
     if ref.shape != img.shape:
         raise ValueError(f"reference and images must have the same shape, got {ref.shape} and {img.shape}")
     values = [math.inf if np.array_equal(r, i) else peak_signal_noise_ratio(r, i, data_range=1.0) for r, i in zip(ref, img)]
     return torch.tensor(values, dtype=torch.float64)
 
 
-def ssim(reference: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Structural similarity per image (Wang et al. 2004) on [0, 1] pixels, via scikit-image. (N,)"""
+def ssim(reference: torch.Tensor, images: torch.Tensor, *, value_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """Structural similarity per image (Wang et al. 2004) on [0, 1] pixels, via scikit-image (7×7
+    windows, C₁ = 0.01², C₂ = 0.03²). reference, images: (N, 1, H, W) → (N,). Pixels and
+    ``value_range`` as in :func:`psnr`. Taught in: measuring_quality."""
     from skimage.metrics import structural_similarity
 
-    ref, img = _as_pixel_arrays(reference, "reference"), _as_pixel_arrays(images, "images")
+    ref, img = _as_pixel_arrays(reference, "reference", value_range), _as_pixel_arrays(images, "images", value_range)
     if ref.shape != img.shape:
         raise ValueError(f"reference and images must have the same shape, got {ref.shape} and {img.shape}")
     return torch.tensor([structural_similarity(r[0], i[0], data_range=1.0) for r, i in zip(ref, img)])

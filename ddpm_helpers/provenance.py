@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import subprocess
 import time
 from collections.abc import Iterable
@@ -73,21 +74,54 @@ class Provenance:
         return {"text/plain": self.summary(), MIME_TYPE: asdict(self)}
 
 
+def check_json_value(value: object, path: str) -> None:
+    """``value`` must be strict JSON, as the notebook file and ``results.json`` store it: None, a bool,
+    an int, a *finite* float (JSON has no NaN or infinity), a string, or lists/tuples and dicts with
+    string keys of these. ``path`` names the value in the message, e.g. ``results['fid'][0]``."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path} must be a finite number (strict JSON has no NaN or infinity), got {value!r}: "
+                             f"fix the computation, or record None where there is no number")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_json_value(item, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{path} must have string keys (JSON's keys are strings), got the {type(key).__name__} key {key!r}")
+            check_json_value(item, f"{path}[{key!r}]")
+        return
+    raise ValueError(f"{path.split('[')[0]} must hold JSON values (numbers, strings, booleans, None, lists, dicts), "
+                     f"but {path} is a {type(value).__name__}, {repr(value)[:60]}: convert it, e.g. with float(x) or x.item()")
+
+
 def record(chapter: str, cfg, device: str, *, uses: Iterable[str], results: dict | None = None) -> Provenance:
     """The provenance of this chapter's run, to be the value of its last cell.
 
-    ``uses``: the configuration fields whose values the chapter's outputs depend on. ``results``:
-    the numbers the chapter states, each a plain value or a dict with its context (n, seed, ...);
-    they go into the book's ``results.json``. The run time counts from the package's import.
+    ``device``: a string describing the device (``dh.describe_device(device)``). ``uses``: the
+    configuration fields whose values the chapter's outputs depend on. ``results``: the numbers the
+    chapter states, each a plain value or a dict with its context (n, seed, ...), in strict JSON
+    (finite numbers, string keys; see :func:`check_json_value`): they are stored in the notebook
+    and go into the book's ``results.json``. The run time counts from the package's import.
     """
     from . import __version__
 
+    if not isinstance(chapter, str) or not chapter:
+        raise ValueError(f"chapter must be the chapter's name as a non-empty string, got {chapter!r}")
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string describing the device, e.g. dh.describe_device(device), got {type(device).__name__} {device!r}")
+    if results is not None and not isinstance(results, dict):
+        raise ValueError(f"results must be a dict of the chapter's numbers, got {type(results).__name__}")
     results = dict(results or {})
-    try:
-        json.dumps(results)
-    except TypeError as error:
-        raise ValueError(f"results must hold JSON values (numbers, strings, lists, dicts), got {error}") from error
-    uses = sorted(set(uses))
+    check_json_value(results, "results")
+    names = list(uses) if isinstance(uses, Iterable) and not isinstance(uses, str) else None
+    if names is None or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"uses must be a collection of config field names, e.g. ('data', 'diffusion'), got {uses!r}")
+    uses = sorted(set(names))
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no", "--", "ddpm_helpers") if commit else None
     return Provenance(
