@@ -82,6 +82,7 @@ def test_channel_attention_costs_under_five_percent_of_the_parameters():
     assert (with_attention - without) / with_attention < 0.05
 
 
+@pytest.mark.slow
 def test_reconstruction_loss_falls():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)

@@ -88,6 +88,7 @@ def test_a_single_frame_gif_is_written(tmp_path):
     assert path.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_collapsed_class_histogram_is_flagged():
     noise = torch.randn(200, 1, 32, 32, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
     reference = dh.metrics.classify(CLASSIFIER, dh.load_mnist("test", dh.TINY).images[:200]).features

@@ -4,6 +4,7 @@ import torch
 import ddpm_helpers as dh
 
 
+@pytest.mark.slow
 def test_bundled_subset_loads_through_torchvision(cfg):
     train = dh.load_mnist("train", cfg)
     assert train.images.shape == (cfg.data.num_train_images, 1, 32, 32)

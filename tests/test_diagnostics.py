@@ -118,6 +118,7 @@ def test_each_bug_fails_its_own_check_and_no_other(name):
     assert f"FAIL  {name}" in str(report) and "-> " + name in str(report)  # the failure says what it usually means
 
 
+@pytest.mark.slow
 def test_the_oracle_is_exact():
     """The Gaussian oracle recovers N(0.3, 0.2^2) with all T ancestral steps: the checks rest on it."""
     samples = dh.diagnostics._oracle_samples(dh.ddpm_step, S, list(range(S.T - 1, -1, -1)), 20_000, seed=0)

@@ -1,5 +1,6 @@
 """Data-parallel training: 2 CPU processes (gloo) must match one process on the same global batch."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -8,6 +9,7 @@ import ddpm_helpers as dh
 from ddpm_helpers.runtime import world
 
 NUM_STEPS = 3
+pytestmark = pytest.mark.slow  # two processes start, import torch and train: ~40 s on 2 cores
 
 
 def run(state_seed: int, cfg: dh.Config) -> dh.TrainState:

@@ -4,6 +4,7 @@ import torch
 import ddpm_helpers as dh
 
 
+@pytest.mark.slow
 def test_real_reference_and_sample_quality(cfg):
     train, test = dh.load_mnist("train", cfg).images, dh.load_mnist("test", cfg).images
     reference = dh.evaluation.real_reference(train, test, 200)

@@ -11,6 +11,8 @@ import torch
 
 import ddpm_helpers as dh
 
+pytestmark = pytest.mark.slow  # loads and samples the shipped models
+
 ATOL = 1e-4  # float32 on a CPU. The thread count changes the order of reductions: one thread instead of two moved
 # x0_hat at t = T - 1 (where 1/sqrt(alpha_bar) ~ 158 amplifies every rounding) by 3e-5. A changed
 # random stream moves them by order 1.

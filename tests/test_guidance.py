@@ -68,6 +68,7 @@ def conditional_state(cfg, train_config=None):
     return dh.init_train_state(dh.UNet(cfg.unet.replace(num_classes=10)), train_config or cfg.train)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label_dropout", [0.0, 0.999])
 def test_label_dropout_decides_which_class_embeddings_learn(cfg, schedule, label_dropout):
     """The null row of the class embedding is trained only through dropped labels, the digit rows only through kept ones."""

@@ -124,6 +124,7 @@ def test_classifier_shapes_and_augmentation():
     torch.testing.assert_close(augmented, background)  # shifts pad with background, not grey
 
 
+@pytest.mark.slow
 def test_shipped_classifier_recognises_the_bundled_test_digits(cfg):
     """The bundled test images are official MNIST test images, never trained on."""
     test = dh.load_mnist("test", cfg)
@@ -135,6 +136,7 @@ def test_shipped_classifier_recognises_the_bundled_test_digits(cfg):
     assert card.quality["test_confident_fraction"].value >= 0.97  # real digits clear the "confident" bar that samples must
 
 
+@pytest.mark.slow
 def test_fid_between_real_sets_is_far_below_fid_to_noise(cfg):
     """Real vs real is the floor; images of pure noise are far away in the classifier's features."""
     classifier = dh.load_classifier()
@@ -160,6 +162,7 @@ def test_corrupt_classifier_weights_are_refused(tmp_path):
         dh.load_classifier(weights=tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_quality_report_of_real_digits(cfg):
     classifier = dh.load_classifier()
     test = dh.load_mnist("test", cfg).images

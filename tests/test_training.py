@@ -28,6 +28,7 @@ def lrs_of_a_run(cfg, schedule, **plan):
     return rates
 
 
+@pytest.mark.slow
 def test_loss_falls_when_overfitting_one_batch(cfg, schedule):
     """A fixed batch and fixed (t, eps): the network must drive this loss well below its start."""
     config = cfg.replace(train=cfg.train.replace(lr=3e-3, warmup_steps=1))
