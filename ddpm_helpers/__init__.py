@@ -29,7 +29,8 @@ from .runtime import describe_device, mixed_precision_dtype, pick_device, seed_e
 from .samplers import SamplerSpec, SamplerState, guided_eps, iterate_sampler, sample, timesteps
 from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_betas, make_schedule, per_sample, schedule_from_betas
 from .steps import STEPS, Step, ddim_sigma, ddim_step, ddpm_step, dpm_solver_sde_step, dpm_solver_step
-from .training import History, TrainState, drop_labels, init_train_state, learning_rate, record_losses, train, train_step, validation_loss
+from .train_state import History, TrainState, init_train_state, learning_rate, record_losses
+from .training import drop_labels, train, train_step, validation_loss
 from .unet import UNet, UNetConfig, count_parameters
 from .viz import COLORS, DIGIT_COLORS, SCHEDULE_COLORS, image_grid, plain_log_axis, plot_losses, plot_tsne, save_gif, show_images, show_strip
 from .weights import WEIGHTS_DIR

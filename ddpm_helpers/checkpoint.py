@@ -3,20 +3,18 @@
 A checkpoint holds the network's own config, the diffusion it was trained for (its
 :class:`~ddpm_helpers.schedules.DiffusionConfig`: schedule, T and what the network outputs) and the
 loss, and refuses to load into anything else. Loading restores the state only: it
-sets no global random state. Taught in: 04_training.
+sets no global random state. The state serialises itself (:meth:`TrainState.state_dict`), so this
+module imports nothing above it; the loop in :mod:`ddpm_helpers.training` calls it. Taught in: 04_training.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
-import torch
 from torch import nn
 
-from .config import TrainConfig
 from .schedules import DiffusionConfig
-from .training import History, TrainState, init_train_state, record_losses
+from .train_state import TrainConfig, TrainState, init_train_state, record_losses
 from .weights import read_weights, write_atomic
 
 
@@ -50,23 +48,7 @@ def save_checkpoint(path: str | os.PathLike, state: TrainState, diffusion: Diffu
     if state.in_step:
         raise RuntimeError(f"this training state was interrupted in the middle of step {state.step + 1}; saving it would store a half-updated step")
     record_losses(state, os.fspath(path))
-    write_atomic(
-        {
-            "identity": _identity(state.model, diffusion, config),
-            "train_config": config.to_dict(),
-            "step": state.step,
-            "elapsed": state.elapsed,
-            "num_steps": state.num_steps,
-            "max_seconds": state.max_seconds,
-            "model": state.model.state_dict(),
-            "ema": state.ema.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
-            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
-            "generator": state.generator.get_state(),
-            "history": dataclasses.asdict(state.history),
-        },
-        path,
-    )
+    write_atomic({"identity": _identity(state.model, diffusion, config), "train_config": config.to_dict(), **state.state_dict()}, path)
 
 
 def read_checkpoint(path: str | os.PathLike, model: nn.Module, diffusion: DiffusionConfig, config: TrainConfig) -> dict:
@@ -86,15 +68,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, diffusion: Diffus
     continue training exactly."""
     payload = read_checkpoint(path, model, diffusion, config)
     state = init_train_state(model, config, num_steps=payload["num_steps"], max_seconds=payload["max_seconds"], mixed_precision=mixed_precision)
-    state.model.load_state_dict(payload["model"])
-    state.ema.load_state_dict(payload["ema"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    if state.scaler is not None and payload["scaler"] is not None:
-        state.scaler.load_state_dict(payload["scaler"])
-    state.generator.set_state(payload["generator"])
-    state.step = int(payload["step"])
-    state.elapsed = float(payload["elapsed"])
-    state.history = History(**payload["history"])
+    state.load_state_dict(payload)
     return state
 
 

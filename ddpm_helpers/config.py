@@ -11,90 +11,39 @@ has its own config, so a function takes only what it reads, and the network's co
 with its weights (a checkpoint or shipped model is checked against it as a whole):
 
 ====================  ==========================================================
-``cfg.data``          :class:`DataConfig`: which MNIST images
+``cfg.data``          :class:`~ddpm_helpers.data.DataConfig`: which MNIST images
 ``cfg.unet``          :class:`~ddpm_helpers.unet.UNetConfig`: the ε-network
-``cfg.diffusion``     :class:`~ddpm_helpers.schedules.DiffusionConfig`: T, the β schedule, the prediction
-``cfg.train``         :class:`TrainConfig`: optimiser, schedule of the learning rate, EMA
+``cfg.diffusion``     :class:`~ddpm_helpers.schedules.DiffusionConfig`: T, β schedule, prediction
+``cfg.train``         :class:`~ddpm_helpers.train_state.TrainConfig`: optimiser, learning rate, EMA
 ``cfg.judge``         :class:`~ddpm_helpers.samplers.SamplerSpec`: how the book samples to judge a model
 ====================  ==========================================================
 
-Knobs that only one chapter uses stay in that chapter, written with :meth:`Config.pick`.
+Each component config lives beside its component; this module gathers them, with the presets and
+:func:`load_config`. Knobs that only one chapter uses stay in that chapter, written with
+:meth:`Config.pick`. Scripts change settings with :meth:`Config.with_overrides`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .checks import ConfigMixin, check_choice, check_fraction, check_positive_int, config_to_dict
-from .diffusion import LOSS_TYPES, LOSS_WEIGHTINGS
+from .checks import check_choice, check_positive_int, config_to_dict
+from .data import DataConfig
 from .samplers import SamplerSpec
 from .schedules import DiffusionConfig
+from .train_state import TrainConfig
 from .unet import UNetConfig
 
 MODE_VARIABLE = "DDPM_MODE"
 DEFAULT_MODE = "full"
-DATA_SOURCES = ("bundled", "download")
+COMPONENTS = ("data", "unet", "diffusion", "train", "judge")
 Value = TypeVar("Value")
-
-
-@dataclass(frozen=True)
-class DataConfig(ConfigMixin):
-    """Which MNIST images a run uses. Taught in: 01_forward_process."""
-
-    source: str  # "bundled" (the subset shipped in the package) or "download" (torchvision)
-    num_train_images: int | None  # None: every image of the training split
-    num_val_images: int  # held out from the end of the official training images
-    image_size: int = 32
-
-    def __post_init__(self) -> None:
-        check_choice(self.source, DATA_SOURCES, "data.source")
-        if self.num_train_images is not None:
-            check_positive_int(self.num_train_images, "data.num_train_images")
-        check_positive_int(self.num_val_images, "data.num_val_images")
-        check_positive_int(self.image_size, "data.image_size", minimum=28)
-        if self.image_size % 2:
-            raise ValueError(f"data.image_size must be an even size of at least 28 (MNIST's 28x28 digits are padded evenly), got {self.image_size}")
-
-
-@dataclass(frozen=True)
-class TrainConfig(ConfigMixin):
-    """How a diffusion model is trained (chosen for time to quality on two CPU cores; see 04_training)."""
-
-    batch_size: int = 64
-    num_train_steps: int = 18_000
-    lr: float = 2e-3
-    warmup_steps: int = 50
-    lr_cooldown_fraction: float = 1 / 3  # the learning rate falls linearly to 0 over this share of the run
-    channels_last: bool = True  # NHWC memory format: about 16% more images/s on a CPU
-    ema_decay: float = 0.995
-    grad_clip: float = 1.0  # the largest gradient norm
-    loss_type: str = "l2"
-    loss_weighting: str = "uniform"  # or "min_snr": min(SNR, gamma) / SNR per timestep (diffusion.loss_weights)
-    min_snr_gamma: float = 5.0
-    label_dropout: float = 0.1  # conditional models: share of labels replaced by the null class
-    eval_every: int = 250
-    checkpoint_every: int = 500
-    num_val_loss_images: int = 256  # validation images behind the validation loss
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "num_train_steps", "eval_every", "checkpoint_every", "num_val_loss_images"):
-            check_positive_int(getattr(self, name), f"train.{name}")
-        check_positive_int(self.warmup_steps, "train.warmup_steps", minimum=0)
-        check_positive_int(self.seed, "train.seed", minimum=0)
-        check_fraction(self.lr, "train.lr", low=0.0, high=float("inf"), include_low=False)
-        check_fraction(self.lr_cooldown_fraction, "train.lr_cooldown_fraction")
-        check_fraction(self.ema_decay, "train.ema_decay", include_high=False)
-        check_fraction(self.grad_clip, "train.grad_clip", low=0.0, high=float("inf"), include_low=False)
-        check_fraction(self.label_dropout, "train.label_dropout", include_high=False)
-        check_choice(self.loss_type, LOSS_TYPES, "train.loss_type")
-        check_choice(self.loss_weighting, LOSS_WEIGHTINGS, "train.loss_weighting")
-        check_fraction(self.min_snr_gamma, "train.min_snr_gamma", low=0.0, high=float("inf"), include_low=False)
-        if not isinstance(self.channels_last, bool):
-            raise ValueError(f"train.channels_last must be True or False, got {self.channels_last!r}")
 
 
 @dataclass(frozen=True)
@@ -137,6 +86,25 @@ class Config:
         """Every setting as a nested dict of primitives (for logs and records)."""
         return config_to_dict(self)
 
+    def with_overrides(self, overrides: Sequence[str]) -> "Config":
+        """A copy with ``component.field=value`` (or top-level ``field=value``) settings replaced, e.g.
+        ``cfg.with_overrides(["train.lr=3e-3", "diffusion.schedule=cosine", "seed=1"])``.
+
+        Each value is read as its field's type: ``int``, ``float``, ``true``/``false``, text, ``none``
+        for a field that may be None, and ``1,2,2`` or ``[1, 2, 2]`` for a tuple. Each component is
+        rebuilt once, so its checks see all its changes. An unknown component or field, or a value
+        that is not of the field's type, is a ValueError that names it. The one parser of every
+        script's and benchmark's ``--set``.
+        """
+        if isinstance(overrides, (str, bytes)) or not isinstance(overrides, Sequence):
+            raise ValueError(f"overrides must be a list of 'component.field=value' strings, got {type(overrides).__name__}")
+        changes: dict[str, dict] = {}
+        for text in overrides:
+            component, field, value = parse_override(self, text)
+            changes.setdefault(component, {})[field] = value
+        top = changes.pop("", {})
+        return self.replace(**top, **{name: getattr(self, name).replace(**fields) for name, fields in changes.items()})
+
     def summary(self) -> str:
         """One line for a notebook's first cell."""
         u = self.unet
@@ -175,3 +143,46 @@ def load_config(mode: str | None = None) -> Config:
     if key not in PRESETS:
         raise ValueError(f"mode must be one of {sorted(PRESETS)} (from the argument or ${MODE_VARIABLE}), got {mode!r}")
     return PRESETS[key]
+
+
+def parse_override(cfg: Config, text: str) -> tuple[str, str, object]:
+    """``"train.lr=3e-3"`` → ``("train", "lr", 0.003)``; a top-level field has component ``""``."""
+    if not isinstance(text, str) or "=" not in text:
+        raise ValueError(f"an override must read component.field=value (e.g. train.lr=3e-3) or field=value (e.g. seed=1), got {text!r}")
+    key, _, value = text.partition("=")
+    component, dot, field = key.strip().rpartition(".")
+    if dot and component not in COMPONENTS:
+        raise ValueError(f"override {text!r}: unknown component {component!r}; components: {list(COMPONENTS)}")
+    owner = getattr(cfg, component) if dot else cfg
+    hints = typing.get_type_hints(type(owner))
+    known = [name for name in hints if dot or name not in (*COMPONENTS, "mode")]
+    if field not in known:
+        owners = [f"{name}.{field}" for name in COMPONENTS if not dot and field in typing.get_type_hints(type(getattr(cfg, name)))]
+        hint = f" (did you mean {' or '.join(owners)}?)" if owners else ""
+        raise ValueError(f"override {text!r}: unknown field {key.strip()!r}{hint}; fields{' of ' + component if dot else ''}: {sorted(known)}")
+    return component, field, _parse_value(value.strip(), hints[field], key.strip())
+
+
+def _parse_value(text: str, kind: object, name: str) -> object:
+    """``text`` read as a value of the type ``kind`` (int, float, bool, str, tuple[X, ...], X | None)."""
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union else ()
+    if options:
+        if text.lower() in ("none", "null"):
+            return None
+        kind = next(option for option in options if option is not type(None))
+    if typing.get_origin(kind) is tuple:
+        inner = typing.get_args(kind)[0]
+        items = [item.strip() for item in text.strip("[]()").split(",") if item.strip()]
+        return tuple(_parse_value(item, inner, f"each item of {name}") for item in items)
+    if kind is bool:
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+    elif kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    elif kind is str:
+        return text
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, str(kind))
+    raise ValueError(f"{name} must be {expected}{' or none' if options else ''}, got {text!r}")

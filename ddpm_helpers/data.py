@@ -14,18 +14,39 @@ The 28×28 digits are padded with background to 32×32 so the U-Net can halve th
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from .config import Config, DataConfig
+from .checks import ConfigMixin, check_choice, check_positive_int
 
+DATA_SOURCES = ("bundled", "download")
 ROOT_VARIABLE = "DDPM_MNIST_ROOT"
 BUNDLED_ROOT = Path(__file__).resolve().parent / "mnist_subset"
 CACHE_ROOT = Path.home() / ".cache" / "ddpm_helpers"
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DataConfig(ConfigMixin):
+    """Which MNIST images a run uses (``cfg.data``). Taught in: 01_forward_process."""
+
+    source: str  # "bundled" (the subset shipped in the package) or "download" (torchvision)
+    num_train_images: int | None  # None: every image of the training split
+    num_val_images: int  # held out from the end of the official training images
+    image_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_choice(self.source, DATA_SOURCES, "data.source")
+        if self.num_train_images is not None:
+            check_positive_int(self.num_train_images, "data.num_train_images")
+        check_positive_int(self.num_val_images, "data.num_val_images")
+        check_positive_int(self.image_size, "data.image_size", minimum=28)
+        if self.image_size % 2:
+            raise ValueError(f"data.image_size must be an even size of at least 28 (MNIST's 28x28 digits are padded evenly), got {self.image_size}")
 
 
 class ImageSet(NamedTuple):
@@ -82,15 +103,15 @@ def _read_torchvision(root: Path, train: bool, download: bool) -> tuple[torch.Te
     return pixels, labels
 
 
-def _data_config(config: Config | DataConfig) -> DataConfig:
-    if isinstance(config, Config):
-        return config.data
+def _data_config(config) -> DataConfig:
+    """``config`` itself, or the ``data`` of a whole :class:`~ddpm_helpers.config.Config`."""
+    config = getattr(config, "data", config)
     if not isinstance(config, DataConfig):
         raise ValueError(f"config must be a dh.Config or dh.DataConfig, got {type(config).__name__}")
     return config
 
 
-def resolve_root(config: Config | DataConfig, root: str | os.PathLike | None = None) -> tuple[Path, bool]:
+def resolve_root(config: DataConfig, root: str | os.PathLike | None = None) -> tuple[Path, bool]:
     """The folder to read MNIST from and whether torchvision may download into it."""
     config = _data_config(config)
     chosen = root if root is not None else os.environ.get(ROOT_VARIABLE)
@@ -101,8 +122,9 @@ def resolve_root(config: Config | DataConfig, root: str | os.PathLike | None = N
     return CACHE_ROOT, True
 
 
-def load_mnist(split: str, config: Config | DataConfig, *, root: str | os.PathLike | None = None, num_images: int | None = None) -> ImageSet:
+def load_mnist(split: str, config: DataConfig, *, root: str | os.PathLike | None = None, num_images: int | None = None) -> ImageSet:
     """MNIST ``split`` ("train", "val" or "test") as an :class:`ImageSet` in [-1, 1], padded to 32×32.
+    ``config`` is a :class:`DataConfig` or a whole ``dh.Config`` (its ``data`` is used).
 
     "val" is the last ``config.num_val_images`` of the official training images and "train" the rest,
     so validation images are never trained on. ``num_images`` (default: the configuration's

@@ -1,119 +1,31 @@
-"""Training: the step, the loop, and the state that a checkpoint captures.
+"""Training: the step, the loop and its hooks.
 
-The loop is resumable: everything that decides the next step (weights, EMA, optimizer and
-loss-scaler state, the step count, the run's planned length and the random generator) lives in a
-:class:`TrainState`, which :mod:`ddpm_helpers.checkpoint` writes atomically and restores exactly.
-Taught in: 04_training.
+One loop serves the chapters, the scripts and the benchmarks: :func:`train` runs to the end of the
+run's plan, to a step count or to a number of seconds of training, and calls back at chosen steps or
+seconds (to judge samples, say) without counting the callback as training time. Everything that
+decides the next step lives in a :class:`~ddpm_helpers.train_state.TrainState`, which
+:mod:`ddpm_helpers.checkpoint` writes atomically and restores exactly. Taught in: 04_training.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .checks import check_data, check_fraction, check_positive_int
-from .config import TrainConfig
+from .checkpoint import save_checkpoint
+from .checks import check_class_labels, check_data, check_fraction, check_positive_int
 from .data import ImageSet
-from .diffusion import DataSpace, ddpm_loss
-from .ema import EMA
-from .runtime import all_average, any_process, mixed_precision_dtype, world
+from .diffusion import DataSpace, _ddpm_loss
+from .runtime import all_average, any_process, world
 from .schedules import DiffusionConfig, NoiseSchedule
+from .train_state import History, TrainConfig, TrainState, learning_rate, record_losses
 
-
-@dataclass
-class History:
-    """Losses recorded during training: one train loss per step, a validation loss every ``eval_every``."""
-
-    train_loss: list[float] = field(default_factory=list)  # train_loss[i] is the loss of step i + 1
-    val_steps: list[int] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    val_wall_time: list[float] = field(default_factory=list)  # seconds of training when measured
-
-
-@dataclass
-class TrainState:
-    """Everything that decides how training continues.
-
-    The run's plan, ``num_steps`` or ``max_seconds``, is what the learning-rate schedule spans:
-    a run planned by time cools down over the last part of its time budget.
-    """
-
-    model: nn.Module
-    ema: EMA
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None
-    generator: torch.Generator  # draws batches, timesteps and noise
-    device: torch.device
-    num_steps: int | None  # the run's planned length in steps ...
-    max_seconds: float | None = None  # ... or in seconds of training
-    mixed_precision: bool = True  # autocast on CUDA; ignored on the CPU
-    in_step: bool = False  # True while train_step runs: still True afterwards only if a step was interrupted
-    unrecorded: list = field(default_factory=list)  # losses of steps taken, not yet copied into history (one host sync per flush)
-    step: int = 0
-    elapsed: float = 0.0  # seconds spent in train(), summed over resumed runs
-    history: History = field(default_factory=History)
-
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        """bf16 on CUDA where supported, fp16 on older GPUs (with loss scaling), none on the CPU."""
-        if self.device.type != "cuda" or not self.mixed_precision:
-            return None
-        return torch.float16 if self.scaler is not None else torch.bfloat16
-
-    @property
-    def progress(self) -> float:
-        """The share of the planned run that is done, in [0, 1]."""
-        if self.max_seconds is not None:
-            return min(1.0, self.elapsed / self.max_seconds)
-        return min(1.0, self.step / self.num_steps)
-
-
-def init_train_state(
-    model: nn.Module, config: TrainConfig, *, num_steps: int | None = None, max_seconds: float | None = None, mixed_precision: bool = True
-) -> TrainState:
-    """A fresh :class:`TrainState` that trains ``model`` in place, on the device the model is on.
-
-    The run is planned by ``num_steps`` (default ``config.num_train_steps``) or, for a run on a
-    time budget, by ``max_seconds``; the learning-rate schedule spans that plan. The model's
-    memory format becomes channels-last when ``config.channels_last`` (same numbers, faster on a
-    CPU). The generator is seeded by ``config.seed``. Mixed precision applies on CUDA only: bf16
-    where the GPU computes it natively, else fp16 with a GradScaler (see
-    :func:`ddpm_helpers.runtime.mixed_precision_dtype`). To continue a run, use
-    :func:`ddpm_helpers.checkpoint.load_checkpoint`.
-    """
-    if num_steps is not None and max_seconds is not None:
-        raise ValueError("plan the run by num_steps or by max_seconds, not both")
-    if max_seconds is not None:
-        check_fraction(max_seconds, "max_seconds", high=float("inf"), include_low=False)
-    else:
-        num_steps = config.num_train_steps if num_steps is None else num_steps
-        check_positive_int(num_steps, "num_steps")
-    device = next(model.parameters()).device
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    use_fp16 = mixed_precision and mixed_precision_dtype(device) == torch.float16
-    scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    return TrainState(model, EMA(model, config.ema_decay), optimizer, scaler, generator, device, num_steps, max_seconds, mixed_precision)
-
-
-def learning_rate(step: int, config: TrainConfig, progress: float) -> float:
-    """The learning rate of step ``step`` (0-based) when a share ``progress`` of the run is done:
-    linear warm-up over ``config.warmup_steps``, constant ``config.lr``, then a linear cool-down to 0
-    over the last ``config.lr_cooldown_fraction`` of the run. For a run of N steps, progress = step/N,
-    so the last step uses lr / (N · lr_cooldown_fraction)."""
-    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
-    cool = 1.0
-    if config.lr_cooldown_fraction:
-        cool = min(1.0, max(0.0, (1.0 - progress) / config.lr_cooldown_fraction))
-    return config.lr * min(warm, cool)
+EvalCallback = Callable[[TrainState], object]
 
 
 def loss_options(config: TrainConfig, diffusion: DiffusionConfig) -> dict:
@@ -163,7 +75,7 @@ def train_step(
     its own contiguous slice, so W processes compute exactly the step of one process; alone, the
     slice is the whole batch. The network learns to output ``diffusion.prediction`` (eps or v).
     """
-    _check_consistent(state)
+    state.check_consistent()
     check_diffusion(diffusion, schedule)
     model, optimizer = state.model, state.optimizer
     rank, size = world()
@@ -182,7 +94,7 @@ def train_step(
         group["lr"] = learning_rate(state.step, config, state.progress)
     dtype = state.autocast_dtype
     with torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
-        loss = ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], **loss_options(config, diffusion))
+        loss = _ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], **loss_options(config, diffusion))
     optimizer.zero_grad(set_to_none=True)
     state.in_step = True  # from here to the end of the step, an interrupt leaves the state half-updated
     if state.scaler is not None:
@@ -204,15 +116,6 @@ def train_step(
     return mean_loss.detach()
 
 
-def _check_consistent(state: TrainState) -> None:
-    if state.in_step:
-        raise RuntimeError(
-            f"this training state was interrupted in the middle of step {state.step + 1} (e.g. by Ctrl-C): its weights, "
-            f"optimizer and EMA may hold part of that step, so continuing would silently differ from an uninterrupted run. "
-            f"Resume from the last checkpoint instead (dh.load_checkpoint or dh.resume_or_init)"
-        )
-
-
 @torch.no_grad()
 def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule, config: TrainConfig, *, diffusion: DiffusionConfig) -> float:
     """The loss on the first ``config.num_val_loss_images`` validation items with t and eps fixed by
@@ -226,30 +129,23 @@ def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule
     t = torch.randint(0, schedule.T, (x0.shape[0],), device=device, generator=generator)
     eps = torch.randn(x0.shape, device=device, generator=generator)
     y = val_set.labels[: config.num_val_loss_images].to(device) if num_classes_of(model) is not None else None
+    y = None if y is None else check_class_labels(y, x0.shape[0], num_classes_of(model), "val_set.labels")  # once per evaluation
     was_training = model.training
     model.eval()
-    loss = ddpm_loss(model, x0, schedule.to(device), t=t, eps=eps, y=y, **loss_options(config, diffusion))
+    loss = _ddpm_loss(model, x0, schedule.to(device), t=t, eps=eps, y=y, **loss_options(config, diffusion))
     model.train(was_training)
     return float(loss)
 
 
-def record_losses(state: TrainState, checkpoint_path: str | None = None) -> None:
-    """Move the losses of the steps taken into ``state.history`` (one host sync), so that
-    ``history.train_loss[i]`` is the loss of step i + 1; stop at a non-finite one."""
-    history, pending = state.history, state.unrecorded
-    if not pending:
-        return
-    losses = torch.stack(pending).tolist()
-    pending.clear()
-    first = len(history.train_loss)
-    history.train_loss.extend(losses)
-    bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
-    if bad is not None:
-        kept = f"the checkpoint at {checkpoint_path} holds the last good state" if checkpoint_path else "no checkpoint was written"
-        raise FloatingPointError(
-            f"the training loss became non-finite ({losses[bad]}) at step {first + bad + 1}; training stopped and {kept}. "
-            f"Check the data and the learning rate, then resume from the checkpoint."
-        )
+def _check_points(values: Sequence, name: str, kind: type) -> list:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f"{name} must be a list of {kind.__name__}s, got {type(values).__name__}")
+    for value in values:
+        if kind is int:
+            check_positive_int(value, f"each of {name}")
+        else:
+            check_fraction(value, f"each of {name}", high=float("inf"), include_low=False)
+    return sorted(set(values))
 
 
 def train(
@@ -261,12 +157,17 @@ def train(
     *,
     diffusion: DiffusionConfig,
     num_steps: int | None = None,
+    stop_at_seconds: float | None = None,
     val_set: ImageSet | None = None,
     checkpoint_path: str | None = None,
+    on_eval: EvalCallback | None = None,
+    eval_at_steps: Sequence[int] = (),
+    eval_at_seconds: Sequence[float] = (),
     progress: bool = True,
 ) -> History:
-    """Train until ``state.step`` reaches ``num_steps`` (default: the end of the run's plan), or
-    until the planned ``state.max_seconds`` of training are spent.
+    """Train until ``state.step`` reaches ``num_steps`` (default: the end of the run's plan), until
+    ``stop_at_seconds`` of training are spent (summed over calls; the plan, and so the learning
+    rate, is unchanged), or until the planned ``state.max_seconds`` are spent.
 
     ``train_set.images`` holds the items of ``space`` (images, or an autoencoder's scaled latents),
     checked once here; batches are drawn with replacement (held on the model's device). A
@@ -274,59 +175,105 @@ def train(
     ``diffusion`` (e.g. ``cfg.diffusion``) describes ``schedule`` and says what the network outputs.
     Every ``config.eval_every`` steps the validation loss is recorded; every
     ``config.checkpoint_every`` steps and at the end, the state is written atomically to
-    ``checkpoint_path`` (if given). Calling again with a larger ``num_steps`` continues where the
-    last call stopped. An interrupt (Ctrl-C) keeps the losses of the steps taken; if it fell inside
-    a step, the next call refuses the half-updated state and says to resume from the checkpoint.
+    ``checkpoint_path`` (if given). At each step of ``eval_at_steps`` and after the step at which
+    the training time first reaches each of ``eval_at_seconds`` (points already passed are skipped),
+    the losses are recorded, the validation loss computed and the checkpoint written, then
+    ``on_eval(state)`` is called; its time is not training time. Calling again with a larger
+    ``num_steps`` continues where the last call stopped. A run whose plan is complete (its steps
+    taken or its seconds spent) takes no step: a further step would run at learning rate 0, so
+    the call warns, changes nothing (no step, no checkpoint) and returns the history. An interrupt
+    (Ctrl-C) keeps the losses of the steps taken; if it fell inside a step, the next call refuses
+    the half-updated state and says to resume from the checkpoint.
     """
-    _check_consistent(state)
+    state.check_consistent()
     check_diffusion(diffusion, schedule)
     check_data(train_set.images, space, "train_set.images")
     if num_steps is not None:
         check_positive_int(num_steps, "num_steps", minimum=0)
+    if stop_at_seconds is not None:
+        check_fraction(stop_at_seconds, "stop_at_seconds", high=float("inf"), include_low=False)
+    steps_points, seconds_points = _check_points(eval_at_steps, "eval_at_steps", int), _check_points(eval_at_seconds, "eval_at_seconds", float)
+    if (steps_points or seconds_points) and on_eval is None:
+        raise ValueError("eval_at_steps or eval_at_seconds were given without on_eval: pass the callable to call there")
     if state.num_steps is None:  # a run planned by time: it ends when its time is spent
         target = float("inf") if num_steps is None else num_steps
     else:
         target = state.num_steps if num_steps is None else num_steps
         if target > state.num_steps:
             raise ValueError(f"num_steps ({num_steps}) is past the run's plan of {state.num_steps} steps, which its learning rate spans; plan a longer run")
+    if state.plan_complete:
+        warnings.warn(f"this run's plan of {state.describe_plan()} is complete: train() took no step (one more would run at learning rate 0) "
+                      f"and wrote no checkpoint; to train further, start a run with a longer plan", stacklevel=2)
+        return state.history
     device = state.device
     images = train_set.images.to(device)
     labels = train_set.labels.to(device) if num_classes_of(state.model) is not None else None
+    labels = None if labels is None else check_class_labels(labels, images.shape[0], num_classes_of(state.model), "train_set.labels")  # once per call
     schedule = schedule.to(device)
     is_main = world()[0] == 0  # under torchrun, only the first process writes and reports
     bar = tqdm(total=None if target == float("inf") else target, initial=state.step, disable=not (progress and is_main), desc="training", mininterval=2.0)
-    started = time.perf_counter() - state.elapsed
+    clock = _Clock(state, stop_at_seconds, [p for p in steps_points if p > state.step], [p for p in seconds_points if p > state.elapsed])
     try:
-        _loop(state, images, labels, schedule, config, diffusion, target, val_set, checkpoint_path, bar, started, is_main)
+        _loop(state, images, labels, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main)
     finally:  # also on Ctrl-C: the losses of the steps taken reach the history, none is lost
         bar.close()
         record_losses(state, checkpoint_path)
-        state.elapsed = time.perf_counter() - started
+        state.elapsed = clock.now()
     return state.history
 
 
-def _loop(state, images, labels, schedule, config, diffusion, target, val_set, checkpoint_path, bar, started, is_main) -> None:
-    """The body of :func:`train`: steps, validation losses and checkpoints until the target or the time is reached."""
-    from .checkpoint import save_checkpoint
+class _Clock:
+    """The training time of a call of :func:`train` (callbacks excluded) and the points it stops or evaluates at."""
 
+    def __init__(self, state: TrainState, stop_at_seconds: float | None, steps: list[int], seconds: list[float]) -> None:
+        self.started = time.perf_counter() - state.elapsed
+        self.stop = min(x for x in (state.max_seconds, stop_at_seconds, float("inf")) if x is not None)
+        self.steps, self.seconds = steps, seconds
+
+    def now(self) -> float:
+        return time.perf_counter() - self.started
+
+    def pause(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` without counting its time as training time."""
+        start = time.perf_counter()
+        try:
+            callback()
+        finally:
+            self.started += time.perf_counter() - start
+
+    def reached(self, state: TrainState) -> tuple[bool, bool]:
+        """(out of time, at an evaluation point) after a step, agreed by every process."""
+        at_point = bool(self.steps) and self.steps[0] == state.step
+        while self.steps and self.steps[0] <= state.step:
+            self.steps.pop(0)
+        while self.seconds and any_process(state.elapsed >= self.seconds[0], state.device):
+            self.seconds.pop(0)
+            at_point = True
+        out_of_time = self.stop != float("inf") and any_process(state.elapsed >= self.stop, state.device)
+        return out_of_time, at_point
+
+
+def _loop(state, images, labels, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main) -> None:
+    """The body of :func:`train`: steps, validation losses, checkpoints and callbacks until the target or the time is reached."""
     device, history = state.device, state.history
-    out_of_time = False
+    out_of_time = clock.stop != float("inf") and any_process(state.elapsed >= clock.stop, device)
     while state.step < target and not out_of_time:
         index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
         train_step(state, images[index], schedule, config, None if labels is None else labels[index], diffusion=diffusion)
-        state.elapsed = time.perf_counter() - started
+        state.elapsed = clock.now()
         bar.update(1)
-        if state.max_seconds is not None:
-            out_of_time = any_process(state.elapsed >= state.max_seconds, device)
+        out_of_time, at_point = clock.reached(state)
         at_end = state.step == target or out_of_time
-        if state.step % config.eval_every == 0 or at_end:
+        if state.step % config.eval_every == 0 or at_end or at_point:
             record_losses(state, checkpoint_path)
             if val_set is not None:
                 history.val_steps.append(state.step)
                 history.val_loss.append(validation_loss(state.model, val_set, schedule, config, diffusion=diffusion))
                 history.val_wall_time.append(state.elapsed)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
-        if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or at_end):
+        if checkpoint_path is not None and (state.step % config.checkpoint_every == 0 or at_end or at_point):
             record_losses(state, checkpoint_path)
             if is_main:
                 save_checkpoint(checkpoint_path, state, diffusion, config)
+        if at_point:
+            clock.pause(lambda: on_eval(state))
