@@ -25,6 +25,7 @@ from .ema import EMA
 from .layers import ResBlock, SelfAttention, WSConv2d, make_downsample, timestep_embedding
 from .cards import ModelCard
 from .pretrained import LatentModel, Pretrained, load_latent_model, load_pretrained, pretrained_card, save_pretrained
+from .generate import Generated, generate  # the function: dh.generate(...); the module stays importable as ddpm_helpers.generate
 from .runtime import describe_device, mixed_precision_dtype, pick_device, seed_everything
 from .samplers import SamplerSpec, SamplerState, guided_eps, iterate_sampler, sample, timesteps
 from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_betas, make_schedule, per_sample, schedule_from_betas
@@ -39,11 +40,11 @@ __version__ = "0.2.0"
 
 __all__ = sorted([
     "AttentionResBlock", "Autoencoder", "AutoencoderConfig", "COLORS", "ChannelAttention", "Config", "DIGIT_COLORS", "DataConfig",
-    "DataSpace", "DiffusionConfig", "EMA", "EpsFromV", "FULL", "History", "ImageSet", "LatentModel", "MNISTClassifier", "ModelCard", "MNIST_PIXELS",
+    "DataSpace", "DiffusionConfig", "EMA", "EpsFromV", "FULL", "Generated", "History", "ImageSet", "LatentModel", "MNISTClassifier", "ModelCard", "MNIST_PIXELS",
     "NoiseSchedule", "Posterior", "Pretrained", "ResBlock", "SCHEDULE_COLORS", "STEPS", "SamplerSpec", "SamplerState",
     "SelfAttention", "Step", "TINY", "TrainConfig", "TrainState", "UNet", "UNetConfig", "WEIGHTS_DIR", "WSConv2d",
     "classifier_card", "cosine_alpha_bar", "cosine_betas", "count_parameters", "ddim_sigma", "ddim_step", "ddpm_loss",
-    "ddpm_step", "describe_device", "eps_from_v", "loss_weights", "dpm_solver_sde_step", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
+    "ddpm_step", "describe_device", "generate", "eps_from_v", "loss_weights", "dpm_solver_sde_step", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
     "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
     "load_latent_model", "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "mixed_precision_dtype", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",
     "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint", "reconstruction_loss", "record_losses",

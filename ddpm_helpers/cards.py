@@ -59,8 +59,8 @@ class Measure:
     sampler: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or math.isnan(self.value):
-            raise ValueError(f"a measure's value must be a number (not NaN), got {self.value!r}")
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value):
+            raise ValueError(f"a measure's value must be a finite number (a card is strict JSON), got {self.value!r}")
         _check_optional(self.num_samples, (int,), "num_samples")
         _check_optional(self.sampler, (str,), "sampler")
 
@@ -189,11 +189,12 @@ def write_card(card: ModelCard, path: str | os.PathLike) -> Path:
     """Write ``card`` as JSON to ``path`` atomically (temporary file, fsync, rename); returns the path."""
     if not isinstance(card, ModelCard):
         raise ValueError(f"card must be a dh.ModelCard, got {type(card).__name__}")
+    text = json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n"  # before any file is opened
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "w") as handle:
-            handle.write(json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
