@@ -23,13 +23,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TrainConfig
+from .train_state import TrainConfig
 from .weights import read_weights
 
 CARD_VERSION = 1
 KINDS = ("ddpm-unet", "autoencoder", "mnist-classifier")
 #: The training settings a card's ``train_config`` may hold, per kind: the fields of
-#: :class:`~ddpm_helpers.config.TrainConfig`, or the arguments of ``train_autoencoder`` / ``train_classifier``.
+#: :class:`~ddpm_helpers.train_state.TrainConfig`, or the arguments of ``train_autoencoder`` / ``train_classifier``.
 TRAIN_FIELDS: dict[str, tuple[str, ...]] = {
     "ddpm-unet": tuple(field.name for field in dataclasses.fields(TrainConfig)),
     "autoencoder": ("num_steps", "batch_size", "lr", "warmup_steps", "seed"),
