@@ -82,46 +82,71 @@ def check_images(x: torch.Tensor, name: str = "x", *, value_range: tuple[float, 
         check_range(x, name, value_range)
 
 
+def _value_summary(x: torch.Tensor) -> tuple[bool, float, float, bool]:
+    """(every value finite, min, max, some item not flat) of ``x`` (B, ...) in one device read."""
+    items = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1)
+    varies = (items.amax(dim=1) > items.amin(dim=1)).any()
+    stats = torch.stack([torch.isfinite(x).all().double(), x.min().double(), x.max().double(), varies.double()])
+    finite, low, high, some_varies = read_back(stats)
+    return bool(finite), low, high, bool(some_varies)
+
+
+def _raise_if_outside(name: str, value_range: tuple[float, float], low: float, high: float, hint: str = "") -> None:
+    if low < value_range[0] - 1e-4 or high > value_range[1] + 1e-4:
+        advice = "use dh.to_model_range on [0, 1] images"
+        if low >= 0 and 1 < high <= 255 + 1e-4:
+            advice += "; [0, 255] pixels become [-1, 1] by x / 127.5 - 1"
+        raise ValueError(f"{name} must lie in [{value_range[0]:g}, {value_range[1]:g}] ({advice}{hint}), got values in [{low:.3g}, {high:.3g}]")
+
+
 def check_range(x: torch.Tensor, name: str, value_range: tuple[float, float]) -> None:
     """Every value of ``x`` must lie in ``value_range`` (to within 1e-4)."""
     if x.numel():
-        low, high = read_back(x.min()), read_back(x.max())
-        if low < value_range[0] - 1e-4 or high > value_range[1] + 1e-4:
-            raise ValueError(
-                f"{name} must lie in [{value_range[0]:g}, {value_range[1]:g}] (use dh.to_model_range on [0, 1] images), "
-                f"got values in [{low:.3g}, {high:.3g}]"
-            )
+        low, high = read_back(torch.stack([x.min(), x.max()]))
+        _raise_if_outside(name, value_range, low, high)
+
+
+def _raise_if_not_finite(x: torch.Tensor, name: str) -> None:
+    bad = int((~torch.isfinite(x)).sum())
+    raise ValueError(f"{name} must be finite, got {bad:,} NaN or infinite value(s) of {x.numel():,}")
 
 
 def check_finite(x: torch.Tensor, name: str) -> None:
     """Every value of ``x`` must be finite (NaN passes every range check, so it is checked apart)."""
     if x.numel() and not read_back(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} must be finite, got {bad:,} NaN or infinite value(s) of {x.numel():,}")
+        _raise_if_not_finite(x, name)
 
 
-def check_data(items: torch.Tensor, space, name: str) -> None:
+def check_data(items: torch.Tensor, space, name: str, *, intentional: str = "") -> None:
     """``items`` must be (N, *space.shape), finite and, where the :class:`~ddpm_helpers.diffusion.DataSpace`
-    has a range, within it. For a range that is symmetric about 0 (images in [-1, 1]), data with no
-    negative value at all is refused: that is the common mistake of passing [0, 1] images."""
+    has a range, within it; for a range symmetric about 0, see :func:`check_signed_range`."""
     check_batch(items, name)
     if tuple(items.shape[1:]) != tuple(space.shape):
         raise ValueError(f"{name} must have shape (N, {', '.join(map(str, space.shape))}) for this data space, got {tuple(items.shape)}")
-    check_finite(items, name)
     if space.value_range is not None:
-        check_signed_range(items, name, space.value_range)
+        check_signed_range(items, name, space.value_range, intentional=intentional)
+    else:
+        check_finite(items, name)
 
 
-def check_signed_range(x: torch.Tensor, name: str, value_range: tuple[float, float]) -> None:
-    """``x`` must lie in ``value_range``; for a range symmetric about 0 (images in [-1, 1]), a tensor
-    with no negative value at all is refused too: that is the common mistake of passing [0, 1] images."""
-    check_finite(x, name)
-    check_range(x, name, value_range)
-    low, high = value_range
-    if low == -high and x.numel() > 1 and read_back(x.min()) >= 0 and read_back(x.max()) > 0:
+def check_signed_range(x: torch.Tensor, name: str, value_range: tuple[float, float], *, intentional: str = "") -> None:
+    """``x`` (B, ...) must be finite and lie in ``value_range`` (one device read). For a range
+    symmetric about 0 (images in [-1, 1], black at −1), a batch with no negative value at all in
+    which some item is not one flat value is refused too: it is almost surely [0, 1] images (the
+    rule of :mod:`ddpm_helpers.image_range`; flat items, e.g. all grey or all white, pass).
+    ``intentional`` tells the reader how to pass such data on purpose where the caller allows it."""
+    if not x.numel():
+        return
+    finite, low, high, some_varies = _value_summary(x)
+    if not finite:
+        _raise_if_not_finite(x, name)
+    hint = f"; to pass other data on purpose, {intentional}" if intentional else ""
+    _raise_if_outside(name, value_range, low, high, hint)
+    if value_range[0] == -value_range[1] and low >= 0 and some_varies:
         raise ValueError(
-            f"{name} must lie in [{low:g}, {high:g}], but has no negative value at all (range [{float(x.min()):.3g}, "
-            f"{float(x.max()):.3g}]): these look like [0, 1] images; convert them with dh.to_model_range"
+            f"{name} must lie in [{value_range[0]:g}, {value_range[1]:g}] with black at {value_range[0]:g}, but has no negative value "
+            f"at all while some item varies (range [{low:.3g}, {high:.3g}]): these look like [0, 1] images; convert them with dh.to_model_range"
+            + (f" (if they really are [{value_range[0]:g}, {value_range[1]:g}] data, {intentional})" if intentional else "")
         )
 
 
@@ -147,13 +172,30 @@ def _check_indices(x: torch.Tensor, batch_size: int, low: int, high: int, name: 
         raise ValueError(f"{name} must have shape ({batch_size},), one {noun} per item, got shape {tuple(x.shape)}")
     if x.is_floating_point() or x.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor of {noun}s, got dtype {x.dtype}")
-    if not values_checked() and x.numel() and (read_back(x.min()) < low or read_back(x.max()) >= high):
-        raise ValueError(f"{name} must hold {noun}s in [{low}, {high - 1}]{hint}, got values in [{int(x.min())}, {int(x.max())}]")
+    if not values_checked() and x.numel():
+        smallest, largest = read_back(torch.stack([x.min(), x.max()]))
+        if smallest < low or largest >= high:
+            raise ValueError(f"{name} must hold {noun}s in [{low}, {high - 1}]{hint}, got values in [{smallest}, {largest}]")
 
 
 def check_labels(y: torch.Tensor, batch_size: int, num_labels: int, name: str = "y") -> None:
     """``y`` must be a (B,) integer tensor of labels in [0, num_labels)."""
     _check_indices(y, batch_size, 0, num_labels, name, "label")
+
+
+def check_class_labels(y: torch.Tensor, batch_size: int, num_classes: int | None, name: str = "y", *, null_allowed: bool = False) -> torch.Tensor:
+    """``y`` checked as the class labels of a model with ``num_classes`` classes (None: an
+    unconditional model, which takes none) and returned as int64 (any integer dtype is accepted).
+    A label lies in [0, num_classes), or in [0, num_classes] where the null class may be asked for
+    (``null_allowed``, e.g. a loss on label-dropped batches)."""
+    if num_classes is None:
+        raise ValueError(
+            f"{name} holds class labels, but the model is unconditional (it has no num_classes); pass {name}=None, "
+            f"or use a class-conditional model such as dh.UNet(cfg.unet.replace(num_classes=10))"
+        )
+    hint = f" ({num_classes} is the null class)" if null_allowed else f" (the null class {num_classes} is not a label to ask for: pass {name}=None for unconditional samples)"
+    _check_indices(y, batch_size, 0, num_classes + 1 if null_allowed else num_classes, name, "label", hint)
+    return y.long()
 
 
 def check_timesteps(t: torch.Tensor, batch_size: int, T: int, name: str = "t", *, low: int = 0) -> None:

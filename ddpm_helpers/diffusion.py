@@ -13,38 +13,47 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_batch, check_choice, check_fraction, check_same_shape, check_timesteps
+from .checks import check_choice, check_class_labels, check_finite, check_fraction, check_labels, check_same_shape, check_timesteps, validated
 from .schedules import PREDICTIONS, NoiseSchedule, per_sample
+from .spaces import MNIST_PIXELS, DataSpace, check_x0  # noqa: F401  (MNIST_PIXELS, DataSpace: also read from here)
 
 LOSS_TYPES = ("l2", "l1")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
+_NO_ATTRIBUTE = object()
 
 
-class DataSpace(NamedTuple):
-    """What is being diffused: the shape of one item and, when known, the interval its values lie in.
+def check_model_labels(model: nn.Module, y: torch.Tensor, batch_size: int, *, null_allowed: bool = False, guided: bool = False) -> torch.Tensor:
+    """``y`` checked as (B,) class labels for ``model`` and returned as int64 (any integer dtype is accepted).
 
-    Decided once, where the data is: MNIST pixels are ``DataSpace((1, 32, 32), (-1.0, 1.0))``
-    (:data:`MNIST_PIXELS`); an autoencoder's latents have its latent shape and no known range. The
-    process code works on any shape; clipping x0_hat and clamping samples happen only where the
-    range is known. Taught in: 06_latent.
-    """
+    A model with ``num_classes`` is conditional: labels lie in [0, num_classes) (with
+    ``null_allowed``, also the null class num_classes). ``num_classes = None`` (an unconditional
+    ``dh.UNet``) takes no labels. A model without the attribute gets the labels unchecked in range,
+    but cannot be guided (``guided``): guidance needs its null class."""
+    num_classes = getattr(model, "num_classes", _NO_ATTRIBUTE)
+    if num_classes is _NO_ATTRIBUTE:
+        if guided:
+            raise ValueError(f"guidance needs the model's null class, but {type(model).__name__} has no num_classes; give the model a num_classes attribute or use guidance_scale=1")
+        check_labels(y, batch_size, torch.iinfo(torch.long).max)  # shape and dtype; the range is the model's own
+        return y.long()
+    return check_class_labels(y, batch_size, num_classes, null_allowed=null_allowed)
 
-    shape: tuple[int, ...]
-    value_range: tuple[float, float] | None = None
 
-
-MNIST_PIXELS = DataSpace((1, 32, 32), (-1.0, 1.0))
-
-
-def q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+def q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: NoiseSchedule, *, space: DataSpace | None = None) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) by reparameterisation: x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · eps.
 
-    x0, eps: (B, ...) of any item shape; t: (B,) int64 in [0, T). Returns x_t with x0's shape.
-    Taught in: 01_forward_process.
+    x0, eps: (B, C, H, W) images in [-1, 1], or (B, *space.shape) data of ``space`` (e.g. latents:
+    ``space=dh.DataSpace(latent_shape)``); t: (B,) int64 in [0, T). Returns x_t with x0's shape.
+    The inputs are checked (:func:`check_x0`, eps finite, t in range). Taught in: 01_forward_process.
     """
-    check_batch(x0, "x0")
+    check_x0(x0, space)
     check_same_shape(x0, eps, "x0", "eps")
+    check_finite(eps, "eps")
     check_timesteps(t, x0.shape[0], schedule.T)
+    return _q_sample(x0, t, eps, schedule)
+
+
+def _q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
+    """:func:`q_sample` without checks, for loops that checked their inputs once."""
     return (
         per_sample(schedule.sqrt_alpha_bars[t], x0.ndim) * x0
         + per_sample(schedule.sqrt_one_minus_alpha_bars[t], x0.ndim) * eps
@@ -55,6 +64,10 @@ def predict_x0(x_t: torch.Tensor, t: torch.Tensor, eps_hat: torch.Tensor, schedu
     """Invert q_sample for x0: x0_hat = (x_t − √(1 − ᾱ_t) · eps_hat) / √ᾱ_t. Shapes as in q_sample."""
     check_same_shape(x_t, eps_hat, "x_t", "eps_hat")
     check_timesteps(t, x_t.shape[0], schedule.T)
+    return _predict_x0(x_t, t, eps_hat, schedule)
+
+
+def _predict_x0(x_t: torch.Tensor, t: torch.Tensor, eps_hat: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
     return (
         x_t - per_sample(schedule.sqrt_one_minus_alpha_bars[t], x_t.ndim) * eps_hat
     ) / per_sample(schedule.sqrt_alpha_bars[t], x_t.ndim)
@@ -64,6 +77,10 @@ def predict_eps(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, schedule: 
     """Invert q_sample for the noise: eps = (x_t − √ᾱ_t · x0) / √(1 − ᾱ_t). Shapes as in q_sample."""
     check_same_shape(x_t, x0, "x_t", "x0")
     check_timesteps(t, x_t.shape[0], schedule.T)
+    return _predict_eps(x_t, t, x0, schedule)
+
+
+def _predict_eps(x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
     return (
         x_t - per_sample(schedule.sqrt_alpha_bars[t], x_t.ndim) * x0
     ) / per_sample(schedule.sqrt_one_minus_alpha_bars[t], x_t.ndim)
@@ -74,6 +91,10 @@ def v_target(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: Noi
     v-predicting network. Shapes as in :func:`q_sample`. Taught in: 04_training."""
     check_same_shape(x0, eps, "x0", "eps")
     check_timesteps(t, x0.shape[0], schedule.T)
+    return _v_target(x0, t, eps, schedule)
+
+
+def _v_target(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, schedule: NoiseSchedule) -> torch.Tensor:
     return (
         per_sample(schedule.sqrt_alpha_bars[t], x0.ndim) * eps
         - per_sample(schedule.sqrt_one_minus_alpha_bars[t], x0.ndim) * x0
@@ -114,11 +135,22 @@ def loss_weights(t: torch.Tensor, schedule: NoiseSchedule, *, prediction: str = 
     nearly clean steps (large SNR) stop dominating the gradient; for a v-network, whose squared
     error is the eps error times (SNR_t + 1) / SNR_t, the same weighting is min(SNR_t, γ) / (SNR_t + 1).
     """
+    _check_loss_options("l2", prediction, weighting, min_snr_gamma, "mean")
+    return _loss_weights(t, schedule, prediction, weighting, min_snr_gamma)
+
+
+def _check_loss_options(loss_type: str, prediction: str, weighting: str, min_snr_gamma: float, reduction: str) -> None:
+    check_choice(loss_type, LOSS_TYPES, "loss_type")
     check_choice(prediction, PREDICTIONS, "prediction")
     check_choice(weighting, LOSS_WEIGHTINGS, "weighting")
+    if weighting != "uniform":
+        check_fraction(min_snr_gamma, "min_snr_gamma", high=float("inf"), include_low=False)
+    check_choice(reduction, ("mean", "none"), "reduction")
+
+
+def _loss_weights(t: torch.Tensor, schedule: NoiseSchedule, prediction: str, weighting: str, min_snr_gamma: float) -> torch.Tensor:
     if weighting == "uniform":
         return torch.ones(t.shape, device=t.device)
-    check_fraction(min_snr_gamma, "min_snr_gamma", high=float("inf"), include_low=False)
     snr = schedule.snr()[t]
     weight = snr.clamp(max=min_snr_gamma) / (snr if prediction == "eps" else snr + 1)
     return weight.float()
@@ -140,6 +172,10 @@ def posterior_mean_var(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, sch
     """
     check_same_shape(x0, x_t, "x0", "x_t")
     check_timesteps(t, x0.shape[0], schedule.T)
+    return _posterior_mean_var(x0, x_t, t, schedule)
+
+
+def _posterior_mean_var(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> Posterior:
     mean = (
         per_sample(schedule.posterior_mean_coef_x0[t], x0.ndim) * x0
         + per_sample(schedule.posterior_mean_coef_xt[t], x0.ndim) * x_t
@@ -161,6 +197,7 @@ def ddpm_loss(
     min_snr_gamma: float = 5.0,
     generator: torch.Generator | None = None,
     reduction: str = "mean",
+    space: DataSpace | None = None,
 ) -> torch.Tensor:
     """The simple loss L_simple = E_{t, eps} ‖eps − eps_θ(x_t, t)‖² (Ho et al. 2020, eq. 14).
 
@@ -170,26 +207,52 @@ def ddpm_loss(
     error) or "l1" (absolute error). ``reduction="none"`` returns one loss per image, (B,).
     ``prediction="v"`` trains the network to output :func:`v_target` instead of eps; ``weighting``
     scales each image's loss by :func:`loss_weights` of its t.
-    x0: (B, ...) data of any shape (images in [-1, 1], or latents); y: optional (B,) class labels.
-    The data's range is checked where it enters training (:func:`ddpm_helpers.training.train`),
-    not here. Taught in: 04_training.
+    x0: (B, C, H, W) images in [-1, 1], or (B, *space.shape) data of ``space`` (e.g. latents:
+    ``space=dh.DataSpace(latent_shape)``), checked by :func:`check_x0`; t, eps: as in
+    :func:`q_sample`; y: (B,) class labels of a conditional model, in [0, num_classes] (num_classes
+    is the null class), any integer dtype. Every input is checked here, once; the trainer, which has
+    checked its data once, calls the same loss without checks. Taught in: 04_training.
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    check_choice(prediction, PREDICTIONS, "prediction")
-    check_choice(weighting, LOSS_WEIGHTINGS, "weighting")
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    check_batch(x0, "x0")
+    _check_loss_options(loss_type, prediction, weighting, min_snr_gamma, reduction)
+    check_x0(x0, space)
     if t is None:
         t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=generator)
+    else:
+        check_timesteps(t, x0.shape[0], schedule.T)
     if eps is None:
         eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-    x_t = q_sample(x0, t, eps, schedule)
-    target = eps if prediction == "eps" else v_target(x0, t, eps, schedule)
-    error = model(x_t, t, y).float() - target
+    else:
+        check_same_shape(x0, eps, "x0", "eps")
+        check_finite(eps, "eps")
+    if y is not None:
+        y = check_model_labels(model, y, x0.shape[0], null_allowed=True)
+    options = {"loss_type": loss_type, "prediction": prediction, "weighting": weighting, "min_snr_gamma": min_snr_gamma, "reduction": reduction}
+    return _ddpm_loss(model, x0, schedule, t=t, eps=eps, y=y, **options)
+
+
+def _ddpm_loss(
+    model: nn.Module,
+    x0: torch.Tensor,
+    schedule: NoiseSchedule,
+    *,
+    t: torch.Tensor,
+    eps: torch.Tensor,
+    y: torch.Tensor | None = None,
+    loss_type: str = "l2",
+    prediction: str = "eps",
+    weighting: str = "uniform",
+    min_snr_gamma: float = 5.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """:func:`ddpm_loss` with t and eps given and no checks: the loss of a loop that has checked its
+    data, labels and options once (:func:`ddpm_helpers.training.train`). The model runs inside
+    :func:`~ddpm_helpers.checks.validated`, so its own value checks read nothing from the device."""
+    x_t = _q_sample(x0, t, eps, schedule)
+    target = eps if prediction == "eps" else _v_target(x0, t, eps, schedule)
+    with validated():
+        error = model(x_t, t, y).float() - target
     per_element = error.square() if loss_type == "l2" else error.abs()
     per_image = per_element.flatten(1).mean(dim=1)
     if weighting != "uniform":
-        per_image = per_image * loss_weights(t, schedule, prediction=prediction, weighting=weighting, min_snr_gamma=min_snr_gamma)
+        per_image = per_image * _loss_weights(t, schedule, prediction, weighting, min_snr_gamma)
     return per_image.mean() if reduction == "mean" else per_image

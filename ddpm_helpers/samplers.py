@@ -15,10 +15,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .checks import ConfigMixin, check_batch, check_choice, check_fraction, check_positive_int, validated
-from .diffusion import DataSpace
+from .checks import ConfigMixin, check_batch, check_choice, check_finite, check_fraction, check_positive_int, read_back, validated
+from .diffusion import DataSpace, check_model_labels
 from .schedules import NoiseSchedule
-from .steps import OPTIONS, STEPS, VARIANCES, StepFunction
+from .steps import BARE_STEPS, OPTIONS, STEPS, VARIANCES, StepFunction, check_step_result
 
 SPACINGS = ("uniform", "quadratic", "log_snr", "karras")
 KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5
@@ -124,9 +124,18 @@ def guided_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Te
     call each; with ``y`` None, the model's own default, the null class); s > 1 pushes the sample
     further towards what distinguishes class y. Ho & Salimans (2022) write the same mix as
     (1 + w)·ε_y − w·ε_∅, so s = 1 + w. Otherwise the two predictions come from one batched call;
-    the null class is ``model.num_classes``. Taught in: 07_conditional.
+    the null class is ``model.num_classes``. ``y``: (B,) labels in [0, num_classes) of any integer
+    dtype, checked here (labels for a model without ``num_classes`` are refused). Taught in: 07_conditional.
     """
     check_fraction(guidance_scale, "guidance_scale", high=float("inf"))
+    check_batch(x_t, "x_t")
+    if y is not None:
+        y = check_model_labels(model, y, x_t.shape[0], guided=guidance_scale != 1.0)
+    return _guided_eps(model, x_t, t, y, guidance_scale)
+
+
+def _guided_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
+    """:func:`guided_eps` without checks, for the sampling loop (which checked y once)."""
     if y is None or guidance_scale == 1.0:
         return model(x_t, t, y)
     null = torch.full_like(y, model.num_classes)
@@ -142,12 +151,74 @@ def _clip_range(spec: SamplerSpec, space: DataSpace) -> tuple[float, float] | No
     return space.value_range if spec.clip_x0 else None
 
 
+def _check_call(model, batch: int, space, spec, y, guidance_scale, step) -> torch.Tensor | None:
+    """The checks shared by :func:`iterate_sampler` and :func:`sample`, once per call; returns y as int64."""
+    if not isinstance(space, DataSpace):
+        raise ValueError(f"space must be a dh.DataSpace (e.g. dh.MNIST_PIXELS), got {type(space).__name__}")
+    if not isinstance(spec, SamplerSpec):
+        raise ValueError(f"spec must be a dh.SamplerSpec (e.g. cfg.judge), got {type(spec).__name__}")
+    check_fraction(guidance_scale, "guidance_scale", high=float("inf"))
+    if guidance_scale != 1.0 and y is None:
+        raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (guidance mixes conditional and unconditional predictions)")
+    if y is not None:
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != (batch,):
+            raise ValueError(f"y must hold one label per sample, shape ({batch},), got {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+        y = check_model_labels(model, y, batch, guided=guidance_scale != 1.0)
+    if step is not None and not callable(step):
+        raise ValueError(f"step must be a step function with the signature of dh.STEPS (or None for spec.method's own), got {type(step).__name__}")
+    _clip_range(spec, space)
+    return y
+
+
 class SamplerState(NamedTuple):
     """What the loop yields after each step: the step's index t, the new state and x0_hat."""
 
     t: int
     x: torch.Tensor
     x0_hat: torch.Tensor
+
+
+class _Health:
+    """The first step at which the network's eps_hat, or the step's result, was not finite: kept on
+    the device and read once at the end of the run, so the loop never waits for the device."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((2,), -1, dtype=torch.long, device=device)
+
+    def update(self, t_value: int, eps_hat: torch.Tensor, x: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        bad = torch.stack([~torch.isfinite(eps_hat).all(), ~(torch.isfinite(x).all() & torch.isfinite(x0_hat).all())])
+        self.first_bad = torch.where(bad & (self.first_bad < 0), t_value, self.first_bad)
+
+    def check(self, step: StepFunction | None) -> None:
+        bad_eps, bad_state = read_back(self.first_bad)
+        if bad_eps >= 0:
+            raise ValueError(f"model returned a non-finite eps_hat at t={bad_eps} (NaN or infinity), so the samples are not valid; check the network (e.g. its weights and precision)")
+        if bad_state >= 0:
+            who = "the step function passed as step=" if step is not None else "the sampler"
+            raise ValueError(f"{who} produced a non-finite state (x_prev or x0_hat) at t={bad_state}, so the samples are not valid")
+
+
+def _iterate(model, x_T, space, schedule, spec, y, guidance_scale, generator, step, health) -> Iterator[SamplerState]:
+    """The loop of :func:`iterate_sampler` on checked inputs: no device reads, whatever the steps."""
+    steps = spec.steps(schedule.T, schedule)
+    take_step, clip = step or BARE_STEPS[spec.method], _clip_range(spec, space)
+    x, batch = x_T, x_T.shape[0]
+    previous = None  # (t, x0_hat) of the step before, for the multistep solver
+    for i, t_value in enumerate(steps):
+        t = torch.full((batch,), t_value, device=x.device, dtype=torch.long)
+        t_prev = torch.full_like(t, steps[i + 1] if i + 1 < len(steps) else -1)
+        with validated():  # t, t_prev and y are known to be valid: nothing below reads them back
+            eps_hat = _guided_eps(model, x, t, y, guidance_scale)
+            if not isinstance(eps_hat, torch.Tensor) or eps_hat.shape != x.shape:
+                raise ValueError(f"model must return eps_hat of x_t's shape {tuple(x.shape)}, got {tuple(eps_hat.shape) if isinstance(eps_hat, torch.Tensor) else type(eps_hat).__name__}")
+            eps_hat = eps_hat.to(x.dtype)
+            result = take_step(x, t, t_prev, eps_hat, schedule, eta=spec.eta, variance=spec.variance, clip_x0=clip, previous=previous, generator=generator)
+        if step is not None:
+            check_step_result(result, x)
+        x, x0_hat = result
+        health.update(t_value, eps_hat, x, x0_hat)
+        previous = (t, x0_hat)
+        yield SamplerState(t_value, x, x0_hat)
 
 
 @torch.no_grad()
@@ -166,31 +237,21 @@ def iterate_sampler(
     """Run the reverse process from ``x_T`` as ``spec`` says and yield a :class:`SamplerState` after
     every step; the last state's ``x`` is the sample.
 
-    A conditional model gets the labels ``y`` and, with ``guidance_scale`` ≠ 1, classifier-free
-    guidance (:func:`guided_eps`). Inputs are checked once here; the steps then skip their
-    per-step checks of values (no device synchronisation per step).
+    A conditional model gets the labels ``y`` ((B,) in [0, num_classes), any integer dtype) and, with
+    ``guidance_scale`` ≠ 1, classifier-free guidance (:func:`guided_eps`). ``step`` replaces the
+    method's step function; it must return a :class:`~ddpm_helpers.steps.Step` of x_t's shape.
+    Inputs are checked once here and the steps run without checks: no device read per step. That
+    every eps_hat and state stayed finite is recorded on the device and checked once, when the
+    last state has been yielded.
     """
     check_batch(x_T, "x_T")
-    if tuple(x_T.shape[1:]) != tuple(space.shape):
-        raise ValueError(f"x_T must have shape (B, {', '.join(map(str, space.shape))}) for this data space, got {tuple(x_T.shape)}")
-    if guidance_scale != 1.0 and y is None:
-        raise ValueError(f"guidance_scale={guidance_scale} needs class labels y (guidance mixes conditional and unconditional predictions)")
-    if y is not None and tuple(y.shape) != (x_T.shape[0],):
-        raise ValueError(f"y must hold one label per sample, shape ({x_T.shape[0]},), got {tuple(y.shape)}")
-    if step is not None and not callable(step):
-        raise ValueError(f"step must be a step function with the signature of dh.STEPS (or None for spec.method's own), got {type(step).__name__}")
-    steps = spec.steps(schedule.T, schedule)
-    step, clip = step or STEPS[spec.method], _clip_range(spec, space)
-    x, batch = x_T, x_T.shape[0]
-    previous = None  # (t, x0_hat) of the step before, for the multistep solver
-    for i, t_value in enumerate(steps):
-        t = torch.full((batch,), t_value, device=x.device, dtype=torch.long)
-        t_prev = torch.full_like(t, steps[i + 1] if i + 1 < len(steps) else -1)
-        eps_hat = guided_eps(model, x, t, y, guidance_scale).to(x.dtype)
-        with validated():
-            x, x0_hat = step(x, t, t_prev, eps_hat, schedule, eta=spec.eta, variance=spec.variance, clip_x0=clip, previous=previous, generator=generator)
-        previous = (t, x0_hat)
-        yield SamplerState(t_value, x, x0_hat)
+    if tuple(x_T.shape[1:]) != tuple(getattr(space, "shape", ())):
+        raise ValueError(f"x_T must have shape (B, {', '.join(map(str, getattr(space, 'shape', ())))}) for this data space, got {tuple(x_T.shape)}")
+    y = _check_call(model, x_T.shape[0], space, spec, y, guidance_scale, step)
+    check_finite(x_T, "x_T")
+    health = _Health(x_T.device)
+    yield from _iterate(model, x_T, space, schedule, spec, y, guidance_scale, generator, step, health)
+    health.check(step)
 
 
 @torch.no_grad()
@@ -217,18 +278,19 @@ def sample(
     All of x_T is drawn first, so the starting noise does not depend on ``batch_size``; the
     fresh noise of stochastic steps is drawn chunk after chunk, so those samples repeat for a
     given ``batch_size``. ``step`` replaces the method's step function (see :func:`iterate_sampler`).
+    Inputs are checked once for all chunks; finiteness is read back once, at the end.
     """
     check_positive_int(num_samples, "num_samples")
     if batch_size is not None:
         check_positive_int(batch_size, "batch_size")
-    if y is not None and tuple(y.shape) != (num_samples,):
-        raise ValueError(f"y must hold one label per sample, shape ({num_samples},), got {tuple(y.shape)}")
+    y = _check_call(model, num_samples, space, spec, y, guidance_scale, step)
     x_T = torch.randn((num_samples, *space.shape), device=schedule.device, generator=generator)
     chunk = batch_size or num_samples
-    samples = []
+    health, samples = _Health(x_T.device), []
     for start in range(0, num_samples, chunk):
         labels = None if y is None else y[start:start + chunk]
-        for state in iterate_sampler(model, x_T[start:start + chunk], space, schedule, spec, y=labels, guidance_scale=guidance_scale, generator=generator, step=step):
+        for state in _iterate(model, x_T[start:start + chunk], space, schedule, spec, labels, guidance_scale, generator, step, health):
             pass
         samples.append(state.x if space.value_range is None else state.x.clamp(*space.value_range))
+    health.check(step)
     return torch.cat(samples)

@@ -9,7 +9,8 @@ Every step has one signature, so the methods are interchangeable values (:data:`
 An option that does not apply to a method (η for DDPM, the variance for DDIM) is an error, not
 ignored. ``clip_x0`` is the interval x0_hat is clipped to, e.g. (-1, 1) for images, or None.
 ``previous = (t_before, x0_hat_before)`` is the step before, which only the multistep solver uses.
-Taught in: 05_sampling.
+Each public step checks its inputs once per call; :data:`BARE_STEPS` holds the same maths without
+checks, for the sampling loop, which has checked its inputs once for all steps. Taught in: 05_sampling.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import torch
 
 from .checks import check_earlier, check_same_shape, check_timesteps, read_back, values_checked
-from .diffusion import posterior_mean_var, predict_eps, predict_x0
+from .diffusion import _posterior_mean_var, _predict_eps, _predict_x0
 from .schedules import NoiseSchedule, per_sample
 
 VARIANCES = ("posterior", "beta")
@@ -46,16 +47,31 @@ def _not_applicable(method: str, **options: object) -> None:
 
 
 def _check_step(x_t, t, t_prev, eps_hat, schedule) -> None:
+    if not isinstance(x_t, torch.Tensor) or not isinstance(eps_hat, torch.Tensor):
+        raise ValueError(f"x_t and eps_hat must be tensors of one shape (B, ...), got {type(x_t).__name__} and {type(eps_hat).__name__}")
     check_same_shape(x_t, eps_hat, "x_t", "eps_hat")
     check_timesteps(t, x_t.shape[0], schedule.T)
     check_earlier(t_prev, t)
 
 
+def _check_previous(previous: Previous | None, x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> None:
+    """``previous`` must be None or (t_before, x0_hat_before) of the step before, with t_before > t."""
+    if previous is None:
+        return
+    if not isinstance(previous, tuple) or len(previous) != 2:
+        raise ValueError(f"previous must be None or (t_before, x0_hat_before) from the step before, got {type(previous).__name__}")
+    t_before, x0_before = previous
+    check_timesteps(t_before, x_t.shape[0], schedule.T, "previous[0]")
+    if not values_checked() and read_back((t_before <= t).any()):
+        raise ValueError(f"previous[0] (the t of the step before) must be > t, got {t_before.tolist()} for t={t.tolist()}")
+    check_same_shape(x0_before, x_t, "previous[1]", "x_t")
+
+
 def _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0):
-    x0_hat = predict_x0(x_t, t, eps_hat, schedule)
+    x0_hat = _predict_x0(x_t, t, eps_hat, schedule)
     if clip_x0 is not None:  # keep eps consistent with the clipped x0_hat
         x0_hat = x0_hat.clamp(*clip_x0)
-        eps_hat = predict_eps(x_t, t, x0_hat, schedule)
+        eps_hat = _predict_eps(x_t, t, x0_hat, schedule)
     return x0_hat, eps_hat
 
 
@@ -77,14 +93,18 @@ def ddpm_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, var
     x_t, eps_hat: (B, ...); t: (B,) int64 in [0, T); t_prev must be t − 1 (DDPM visits every step).
     """
     _not_applicable("ddpm", eta=eta)
-    variance = "posterior" if variance is None else variance
-    if variance not in VARIANCES:
+    if variance is not None and variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
     _check_step(x_t, t, t_prev, eps_hat, schedule)
-    if not read_back((t_prev == t - 1).all()):
+    if not values_checked() and not read_back((t_prev == t - 1).all()):
         raise ValueError(f"method 'ddpm' steps from t to t - 1 (for fewer steps use 'ddim'), got t={t.tolist()}, t_prev={t_prev.tolist()}")
+    return _ddpm_step(x_t, t, t_prev, eps_hat, schedule, variance=variance, clip_x0=clip_x0, generator=generator)
+
+
+def _ddpm_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
+    variance = "posterior" if variance is None else variance
     x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
-    mean, posterior_variance = posterior_mean_var(x0_hat, x_t, t, schedule)
+    mean, posterior_variance = _posterior_mean_var(x0_hat, x_t, t, schedule)
     sigma_sq = posterior_variance if variance == "posterior" else per_sample(schedule.betas[t], x_t.ndim)
     not_last = per_sample((t > 0).to(x_t.dtype), x_t.ndim)
     x_prev = mean + not_last * sigma_sq.sqrt() * _noise_like(x_t, generator)
@@ -107,10 +127,14 @@ def ddim_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, var
     3. x_prev = √ᾱ_prev · x0_hat + √(1 − ᾱ_prev − σ²) · eps_hat + σ z.
     """
     _not_applicable("ddim", variance=variance)
-    eta = 0.0 if eta is None else eta
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    if eta is not None and not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
     _check_step(x_t, t, t_prev, eps_hat, schedule)
+    return _ddim_step(x_t, t, t_prev, eps_hat, schedule, eta=eta, clip_x0=clip_x0, generator=generator)
+
+
+def _ddim_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
+    eta = 0.0 if eta is None else eta
     x0_hat, eps_hat = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
     alpha_bar_prev = alpha_bar_at(t_prev, schedule, x_t.ndim)
     sigma = ddim_sigma(t, t_prev, schedule, eta, x_t.ndim)
@@ -143,6 +167,11 @@ def dpm_solver_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=Non
     """
     _not_applicable("dpm-solver++", eta=eta, variance=variance)
     _check_step(x_t, t, t_prev, eps_hat, schedule)
+    _check_previous(previous, x_t, t, schedule)
+    return _dpm_solver_step(x_t, t, t_prev, eps_hat, schedule, clip_x0=clip_x0, previous=previous)
+
+
+def _dpm_solver_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
     x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
     _, sigma, e_lam = log_snr_half(t, schedule, x_t.ndim)
     alpha_prev, sigma_prev, e_lam_prev = log_snr_half(t_prev, schedule, x_t.ndim)
@@ -157,10 +186,6 @@ def _multistep_x0(x0_hat: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, p
     if previous is None:
         return x0_hat
     t_before, x0_before = previous
-    check_timesteps(t_before, x0_hat.shape[0], schedule.T, "previous[0]")
-    if not values_checked() and read_back((t_before <= t).any()):
-        raise ValueError(f"previous[0] (the t of the step before) must be > t, got {t_before.tolist()} for t={t.tolist()}")
-    check_same_shape(x0_before, x0_hat, "previous[1]", "x_t")
     ndim = x0_hat.ndim
     _, _, e_lam = log_snr_half(t, schedule, ndim)
     _, _, e_lam_prev = log_snr_half(t_prev, schedule, ndim)
@@ -183,6 +208,11 @@ def dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta
     """
     _not_applicable("dpm-solver++-sde", eta=eta, variance=variance)
     _check_step(x_t, t, t_prev, eps_hat, schedule)
+    _check_previous(previous, x_t, t, schedule)
+    return _dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule, clip_x0=clip_x0, previous=previous, generator=generator)
+
+
+def _dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
     x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
     _, sigma, e_lam = log_snr_half(t, schedule, x_t.ndim)
     alpha_prev, sigma_prev, e_lam_prev = log_snr_half(t_prev, schedule, x_t.ndim)
@@ -194,10 +224,24 @@ def dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta
     return Step(x_prev, x0_hat)
 
 
+def check_step_result(result: object, x: torch.Tensor) -> None:
+    """A ``step=`` function must return a :class:`~ddpm_helpers.steps.Step` of two tensors of x_t's shape."""
+    if not isinstance(result, Step):
+        hint = " (a bare tensor would be unpacked along the batch)" if isinstance(result, torch.Tensor) else ""
+        raise ValueError(f"step must return dh.Step(x_prev, x0_hat), got {type(result).__name__}{hint}")
+    for name, value in zip(Step._fields, result):
+        if not isinstance(value, torch.Tensor) or value.shape != x.shape or not value.is_floating_point():
+            got = f"shape {tuple(value.shape)}, dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"step must return {name} as a floating tensor of x_t's shape {tuple(x.shape)}, got {got}")
+
+
 StepFunction = Callable[..., Step]
 
 #: The sampling methods by name; each value has the signature of the module docstring.
 STEPS: dict[str, StepFunction] = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm-solver++": dpm_solver_step, "dpm-solver++-sde": dpm_solver_sde_step}
+
+#: The same steps without checks (same signature), for a loop that has checked its inputs once.
+BARE_STEPS: dict[str, StepFunction] = {"ddpm": _ddpm_step, "ddim": _ddim_step, "dpm-solver++": _dpm_solver_step, "dpm-solver++-sde": _dpm_solver_sde_step}
 
 #: The options each method takes (every other option must be left at None).
 OPTIONS: dict[str, tuple[str, ...]] = {"ddpm": ("variance",), "ddim": ("eta",), "dpm-solver++": (), "dpm-solver++-sde": ()}
