@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .checks import check_batch, check_images, check_positive_int
-from .diffusion import ddpm_loss, q_sample
+from .diffusion import DataSpace, ddpm_loss, q_sample
 from .schedules import NoiseSchedule, per_sample
 from .steps import StepFunction, ddim_step, ddpm_step
 
@@ -145,7 +145,7 @@ def loss_by_timestep(
     for lo, hi in zip(edges[:-1], edges[1:]):
         t = torch.randint(lo, hi, (images.shape[0],), device=images.device, generator=generator)
         eps = torch.randn(images.shape, device=images.device, generator=generator)
-        loss = ddpm_loss(model, images, schedule, t=t, eps=eps, reduction="none").float()
+        loss = ddpm_loss(model, images, schedule, t=t, eps=eps, reduction="none", space=DataSpace(images.shape[1:])).float()  # no range: wrong data is diagnosed
         se = float(loss.std() / math.sqrt(loss.numel())) if loss.numel() > 1 else float("nan")
         bands.append(TimestepBand(lo, hi, float(loss.mean()), se, float(baseline.expected_loss(t).mean()), float((loss / snr[t]).mean())))
     return bands

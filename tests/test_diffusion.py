@@ -184,20 +184,22 @@ def test_eps_from_v_module_keeps_the_class_count_and_converts_the_output(schedul
 
 
 def test_the_process_works_on_items_of_any_shape_and_range(schedule):
-    """Latents (4×8×8, unbounded) and vectors diffuse like images: each table is read per sample."""
+    """Latents (4×8×8, unbounded) and vectors diffuse like images: each table is read per sample.
+    Data other than [-1, 1] images is passed with its DataSpace (here unbounded)."""
     g = torch.Generator().manual_seed(6)
     t = torch.tensor([3, 700])
     assert dh.per_sample(schedule.alpha_bars[t], 4).shape == (2, 1, 1, 1)
     for shape in ((2, 4, 8, 8), (2, 3)):
         x0, eps = 3 * torch.randn(shape, generator=g), torch.randn(shape, generator=g)
-        x_t = dh.q_sample(x0, t, eps, schedule)
+        space = dh.DataSpace(shape[1:])
+        x_t = dh.q_sample(x0, t, eps, schedule, space=space)
         expected = dh.per_sample(schedule.sqrt_alpha_bars[t], x0.ndim) * x0 + dh.per_sample(schedule.sqrt_one_minus_alpha_bars[t], x0.ndim) * eps
         # The same two products and one sum of the same float32 values: equal up to one rounding (defaults).
         torch.testing.assert_close(x_t, expected)
         torch.testing.assert_close(x_t[1], schedule.sqrt_alpha_bars[700] * x0[1] + schedule.sqrt_one_minus_alpha_bars[700] * eps[1])
         zero = lambda x_t, t, y: torch.zeros_like(x_t)  # noqa: E731
-        # no range check here; the same ≤ 512 squares summed in two orders: n·u ≤ 3e-5 each (see above)
-        torch.testing.assert_close(dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps), eps.square().mean(), rtol=1e-4, atol=0)
+        # no range in this space; the same ≤ 512 squares summed in two orders: n·u ≤ 3e-5 each (see above)
+        torch.testing.assert_close(dh.ddpm_loss(zero, x0, schedule, t=t, eps=eps, space=space), eps.square().mean(), rtol=1e-4, atol=0)
 
 
 def test_bad_inputs_raise_clear_errors(schedule, cfg, tiny_unet):
