@@ -11,6 +11,7 @@ import ddpm_helpers as dh
 from ddpm_helpers.__main__ import main
 
 
+@pytest.mark.slow  # samples from the shipped models
 def test_the_same_seed_gives_the_same_digits_and_another_seed_others():
     first = dh.generate("conditional", digits=[7, 7, 3], sampler="dpm-solver++-sde", steps=3, seed=0)
     again = dh.generate("conditional", digits=[7, 7, 3], sampler="dpm-solver++-sde", steps=3, seed=0)
@@ -22,6 +23,7 @@ def test_the_same_seed_gives_the_same_digits_and_another_seed_others():
     assert first.digits == [7, 7, 3] and first.model == "conditional" and first.spec == dh.SamplerSpec("dpm-solver++-sde", num_steps=3)
 
 
+@pytest.mark.slow  # samples from the shipped models
 def test_the_conditional_model_draws_the_digits_asked_for():
     """Guidance is what makes the label count: the shipped classifier must read most of the asked digits."""
     result = dh.generate("conditional", digits=list(range(10)), sampler="ddim", steps=10, guidance_scale=3.0, seed=0)
@@ -30,6 +32,7 @@ def test_the_conditional_model_draws_the_digits_asked_for():
     assert int((predicted == torch.arange(10)).sum()) >= 8
 
 
+@pytest.mark.slow  # samples from the shipped models
 def test_unconditional_and_latent_models_take_a_number_of_images():
     pixels = dh.generate("unconditional", num_images=2, sampler="ddim", steps=2, seed=0)
     latent = dh.generate("latent", num_images=2, sampler="ddim", steps=2, seed=0)
@@ -95,6 +98,7 @@ def test_the_command_line_refuses_bad_arguments_with_status_2(tmp_path, capsys, 
     assert stop.value.code == 2 and message in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.slow  # samples from the shipped models in a subprocess
 def test_python_dash_m_runs_the_command(tmp_path):
     out = tmp_path / "two.png"
     done = subprocess.run([sys.executable, "-m", "ddpm_helpers", "sample", "--model", "unconditional", "--num", "2", "--steps", "2", "--out", str(out)],
