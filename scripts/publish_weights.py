@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="the model to publish: runs/<chapter>/<name>, or its .pt or .json file")
     parser.add_argument("--force", action="store_true", help="replace a published model of the same name")
-    parser.add_argument("--into", type=Path, default=None, help=f"where to publish (default: the package's weights folder, {dh.WEIGHTS_DIR})")
+    parser.add_argument("--into", "--out", dest="into", type=Path, default=None, help=f"where to publish (default: the package's weights folder, {dh.WEIGHTS_DIR})")
     parser.add_argument("--smoke", action="store_true", help="publish a tiny untrained model between temporary folders (seconds; never into the package)")
     args = parser.parse_args()
     if args.smoke:

@@ -56,18 +56,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
-    parser.add_argument("--out", type=Path, default=Path("runs/classifier"), help="where to write mnist_classifier.{pt,json} (default: %(default)s)")
-    parser.add_argument("--smoke", action="store_true", help="one epoch on the bundled subset, into a temporary folder (seconds)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write mnist_classifier.{pt,json} (default: runs/classifier; with --smoke a temporary folder)")
+    parser.add_argument("--smoke", action="store_true", help="one epoch on the bundled subset (seconds), into --out or a temporary folder")
     args = parser.parse_args()
     if args.epochs < 1:
         raise SystemExit(f"--epochs must be a positive number of epochs, got {args.epochs}")
-    if args.out.resolve() == dh.WEIGHTS_DIR.resolve():
+    if args.out is not None and args.out.resolve() == dh.WEIGHTS_DIR.resolve():
         raise SystemExit(f"--out must not be the package's weights folder {dh.WEIGHTS_DIR}; publish with scripts/publish_weights.py")
     if args.smoke:
         with tempfile.TemporaryDirectory(prefix="classifier-smoke-") as tmp:
-            train_and_save(Path(tmp), dh.TINY.data, epochs=1, seed=args.seed, device=torch.device("cpu"), trained_by="scripts/train_classifier.py --smoke")
+            train_and_save(args.out or Path(tmp), dh.TINY.data, epochs=1, seed=args.seed, device=torch.device("cpu"), trained_by="scripts/train_classifier.py --smoke")
         return
-    train_and_save(args.out, dh.FULL.data, epochs=args.epochs, seed=args.seed, device=dh.pick_device(args.device), trained_by="scripts/train_classifier.py")
+    train_and_save(args.out or Path("runs/classifier"), dh.FULL.data, epochs=args.epochs, seed=args.seed, device=dh.pick_device(args.device), trained_by="scripts/train_classifier.py")
 
 
 if __name__ == "__main__":
