@@ -1,4 +1,9 @@
-"""Shared plumbing of the benchmark scripts: arguments, device, timing, and JSON results."""
+"""Shared plumbing of the benchmark scripts: arguments, device, timing, and JSON results.
+
+Every benchmark takes ``--size`` (``tiny``: seconds, the tiny config and the MNIST subset shipped with
+the package, results into a temporary folder: the smoke test of ``tests/test_scripts.py``) and
+``--set component.field=value`` overrides, read by ``dh.Config.with_overrides``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,17 +31,38 @@ def parser(description: str, sizes: dict[str, dict]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     p.add_argument("--size", choices=sorted(sizes), default="default", help="how much to run: " + "; ".join(f"{k}: {v}" for k, v in sizes.items()))
-    p.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON results (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=None, help=f"folder for the JSON results (default: {RESULTS}; a temporary folder for --size tiny)")
+    p.add_argument("--set", nargs="*", default=[], metavar="COMPONENT.FIELD=VALUE", help="config overrides, e.g. train.lr=3e-3 diffusion.schedule=cosine")
     return p
 
 
+def configure(p: argparse.ArgumentParser, args: argparse.Namespace, smoke: bool) -> "dh.Config":
+    """The book's full config (the tiny one for a smoke run) with ``--set`` applied; a smoke run's results
+    go to a temporary folder, never into benchmarks/results."""
+    if args.results is None:
+        args.results = Path(tempfile.mkdtemp(prefix="ddpm-benchmark-")) if smoke else RESULTS
+    elif smoke and args.results.resolve() == RESULTS.resolve():
+        p.error(f"a smoke run does not write into {RESULTS}: choose another --results folder")
+    try:
+        return (dh.TINY if smoke else dh.FULL).with_overrides(args.set)
+    except ValueError as error:
+        p.error(f"--set: {error}")
+
+
 def setup(description: str, sizes: dict[str, dict], extra: Callable[[argparse.ArgumentParser], object] | None = None) -> tuple[argparse.Namespace, dict, torch.device, "dh.Config"]:
-    """Parse the arguments (``extra`` adds a script's own); return them, the chosen size's settings, the device and the book's full config."""
+    """Parse the arguments (``extra`` adds a script's own); return them, the chosen size's settings, the device
+    and the book's full config (tiny for ``--size tiny``) with the ``--set`` overrides."""
     p = parser(description, sizes)
     if extra is not None:
         extra(p)
     args = p.parse_args()
-    return args, sizes[args.size], dh.pick_device(args.device), dh.FULL
+    cfg = configure(p, args, smoke=args.size == "tiny")
+    return args, sizes[args.size], dh.pick_device(args.device), cfg
+
+
+def judged(model: torch.nn.Module, cfg: "dh.Config", schedule: "dh.NoiseSchedule") -> torch.nn.Module:
+    """The network as the samplers read it: an eps-network, so a v-network (``diffusion.prediction=v``) goes through dh.EpsFromV."""
+    return model if cfg.diffusion.prediction == "eps" else dh.EpsFromV(model, schedule)
 
 
 def synchronize(device: torch.device) -> None:

@@ -14,6 +14,7 @@ Both sample with the book's judging sampler, ``cfg.judge``: DDIM with 100 steps 
 Install the extra first: ``pip install -e .[bench]``.
 
     DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/compare_diffusers.py [--device cuda] [--size default|large|15min] [--only diffusers]
+    python benchmarks/compare_diffusers.py --size tiny    # seconds: ours in its tiny config, the shipped subset, temporary results
 
 ``--only diffusers`` skips our side, e.g. when this book's recipe was judged by ``benchmarks/recipe.py``
 in the same session on the same machine with the same sampler, sample count and seed.
@@ -26,10 +27,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import dh, save, setup, synchronize
-from time_to_quality import evaluate, real_reference, train_until
+from common import dh, judged, save, setup, synchronize
+from time_to_quality import evaluate, real_reference
 
-SIZES = {"small": {"minutes": [0.5], "samples": 150}, "default": {"minutes": [1.5], "samples": 200},
+SIZES = {"tiny": {"minutes": [0.01], "samples": 130}, "small": {"minutes": [0.5], "samples": 150}, "default": {"minutes": [1.5], "samples": 200},
          "large": {"minutes": [1, 5, 15], "samples": 500}, "15min": {"minutes": [15], "samples": 1000}}
 BATCH_SIZE, LR = 128, 1e-3
 
@@ -115,15 +116,19 @@ def train_ours(size, device, cfg, reference, train_set, images) -> dict:
     torch.manual_seed(0)
     state = dh.init_train_state(dh.UNet(cfg.unet).to(device), cfg.train, max_seconds=60 * max(size["minutes"]))
     ours = {"system": "ddpm_helpers (this book)", "parameters": dh.count_parameters(state.model), "budgets": []}
-    on_device = dh.ImageSet(images, train_set.labels.to(device))
-    for minutes in size["minutes"]:
-        train_until(state, 60 * minutes, on_device, schedule, cfg)
-        report, sample_seconds = evaluate(state.ema.model, schedule, reference, cfg)
+    budgets = iter(size["minutes"])
+
+    def judge(state: dh.TrainState) -> None:  # dh.train calls it at each budget and does not count its time
+        minutes = next(budgets)
+        report, sample_seconds = evaluate(judged(state.ema.model, cfg, schedule), schedule, reference, cfg)
         ours["budgets"].append({"minutes": minutes, "steps": state.step, "fid": round(report.fid, 2),
                                 "confident_fraction": round(report.confident_fraction, 4), "min_class_share": report.min_class_share})
+        ours["sampling_seconds_per_1000"] = round(1000 * sample_seconds / reference.num_samples, 1)
         print(f"ours      {minutes:5.1f} min: {state.step:6d} steps, FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}")
+
+    dh.train(state, dh.ImageSet(images, train_set.labels.to(device)), dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion,
+             on_eval=judge, eval_at_seconds=[60 * minutes for minutes in size["minutes"]], progress=False)
     ours["images_per_s"] = round(state.step * cfg.train.batch_size / state.elapsed, 1)
-    ours["sampling_seconds_per_1000"] = round(1000 * sample_seconds / reference.num_samples, 1)
     return ours
 
 

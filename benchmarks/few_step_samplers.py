@@ -7,6 +7,7 @@ The question it answers (issue: faster to quality): which sampler with at most 2
 evaluations is within the seed spread of DDPM with all 1,000 steps?
 
     DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/few_step_samplers.py [--size default|few|small|reference] [--model unconditional]
+    python benchmarks/few_step_samplers.py --size tiny    # 2-step samplers, 130 samples, the shipped subset as reference
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ FEW_STEP = [
     S("dpm-solver++-sde", num_steps=10, spacing="log_snr"), S("dpm-solver++-sde", num_steps=10, spacing="karras"),
 ]
 SIZES = {
+    "tiny": {"samples": 130, "seeds": 1, "specs": [S("ddim", num_steps=2, eta=1.0), S("dpm-solver++-sde", num_steps=2)]},  # seconds: the smoke test
     "small": {"samples": 200, "seeds": 2, "specs": [S("ddim", num_steps=100, eta=1.0)] + FEW_STEP[:2] + FEW_STEP[6:7]},
     "few": {"samples": 1000, "seeds": 3, "specs": [S("ddim", num_steps=100, eta=1.0)] + FEW_STEP},  # without the 27-minute DDPM-1000 on a CPU
     "default": {"samples": 1000, "seeds": 3, "specs": [S("ddpm"), S("ddim", num_steps=100, eta=1.0)] + FEW_STEP},

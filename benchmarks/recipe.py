@@ -11,44 +11,26 @@ the rarest digit's share). Evaluation time is not training time. Needs the MNIST
 
     DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/recipe.py --name min_snr \\
         --set train.loss_weighting=min_snr --minutes 15 --eval-at 5 10
+    python benchmarks/recipe.py --name smoke --smoke      # seconds: tiny config, 4 steps, temporary results
+
+``--set`` is read by ``dh.Config.with_overrides``; a v-predicting network (``diffusion.prediction=v``)
+is judged through ``dh.EpsFromV``. The run is one call of ``dh.train``, which calls back at each minute of
+``--eval-at`` (evaluation time is not training time); the end is judged after it returns.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from common import RESULTS, dh, save
-from time_to_quality import real_reference, train_to
+from common import configure, dh, judged, save
+from time_to_quality import real_reference
 
-def parse_changes(pairs: list[str]) -> dict[str, object]:
-    """``["train.lr=0.003", "diffusion.schedule=cosine", "seed=1"]`` → ``{"train": {"lr": 0.003}, "diffusion": {...}, "seed": 1}``."""
-    changes: dict[str, object] = {}
-    for pair in pairs:
-        key, _, text = pair.partition("=")
-        component, _, field = key.partition(".")
-        if not component or not text:
-            raise SystemExit(f"--set takes component.field=value or field=value, e.g. train.lr=0.003 or seed=1; got {pair!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        if field:
-            changes.setdefault(component, {})[field] = value
-        else:
-            changes[component] = value
-    return changes
-
-
-def configure(changes: dict[str, object]) -> dh.Config:
-    cfg = dh.FULL
-    for name, value in changes.items():
-        cfg = cfg.replace(**{name: getattr(cfg, name).replace(**value) if isinstance(value, dict) else value})
-    return cfg
+SMOKE_STEPS, SMOKE_SAMPLES = 4, 200
 
 
 def judge_seeds(model, schedule, reference, cfg: dh.Config, first: dict, num_seeds: int) -> dict:
@@ -75,24 +57,30 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True, help="the run's name: results go to recipe_<name>-<device>.json")
     p.add_argument("--set", dest="changes", action="append", default=[], metavar="component.field=value")
-    plan = p.add_mutually_exclusive_group(required=True)
+    plan = p.add_mutually_exclusive_group()
     plan.add_argument("--minutes", type=float, help="plan the run by training time")
-    plan.add_argument("--steps", type=int, help="plan the run by optimiser steps")
+    plan.add_argument("--steps", type=int, help=f"plan the run by optimiser steps (--smoke: {SMOKE_STEPS} by default)")
     p.add_argument("--eval-at", type=float, nargs="*", default=[], help="minutes of training at which to judge, besides the end")
-    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--samples", type=int, default=None, help=f"samples per judgement (default 1000; --smoke: {SMOKE_SAMPLES})")
     p.add_argument("--final-seeds", type=int, default=1,
                    help="sampling seeds for the judgement of the final weights (seed, seed+1, ...): more seeds narrow its spread")
     p.add_argument("--device", default=None)
-    p.add_argument("--results", type=__import__("pathlib").Path, default=RESULTS)
+    p.add_argument("--results", type=Path, default=None, help="folder for the JSON results (default: benchmarks/results; a temporary folder for --smoke)")
+    p.add_argument("--smoke", action="store_true", help="the smallest run: tiny config and the shipped MNIST subset, seconds")
     args = p.parse_args()
     if args.final_seeds < 1:
         p.error(f"--final-seeds must be at least 1 (the judgement at the config's seed), got {args.final_seeds}")
+    if args.minutes is None and args.steps is None:
+        if not args.smoke:
+            p.error("plan the run with --minutes or --steps")
+        args.steps = SMOKE_STEPS
+    args.samples = args.samples or (SMOKE_SAMPLES if args.smoke else 1000)
+    args.set = args.changes
     args.size = f"{args.minutes} min" if args.minutes else f"{args.steps} steps"
 
-    cfg = configure(parse_changes(args.changes))
+    cfg = configure(p, args, smoke=args.smoke)
     device = dh.pick_device(args.device)
     train_set, reference = real_reference(cfg, args.samples, device)
-    train_set = dh.ImageSet(train_set.images.to(device), train_set.labels.to(device))
     schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)
     torch.manual_seed(cfg.seed)
     model = dh.UNet(cfg.unet).to(device)
@@ -100,19 +88,22 @@ def main() -> None:
     state = dh.init_train_state(model, cfg.train, **plan_kwargs)
 
     rows = []
-    for minutes in sorted(args.eval_at) + [float("inf")]:
-        train_to(state, 60 * minutes, train_set, schedule, cfg)
-        judged = state.ema.model if cfg.diffusion.prediction == "eps" else dh.EpsFromV(state.ema.model, schedule)  # samplers take eps
+
+    def judge(state: dh.TrainState) -> None:
         start = time.perf_counter()
-        report, _ = dh.evaluation.sample_quality(judged, schedule, reference, cfg.judge, seed=cfg.seed, batch_size=cfg.sample_batch_size)
+        report, _ = dh.evaluation.sample_quality(judged(state.ema.model, cfg, schedule), schedule, reference, cfg.judge,
+                                                 seed=cfg.seed, batch_size=cfg.sample_batch_size)
         rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "fid": round(report.fid, 2),
                      "confident_fraction": round(report.confident_fraction, 4), "min_class_share": report.min_class_share,
                      "class_shares": report.class_shares, "images_per_second": round(state.step * cfg.train.batch_size / state.elapsed, 1),
                      "sampling_seconds": round(time.perf_counter() - start, 1)})
         print(f"{rows[-1]['train_minutes']:6.2f} min, {state.step:6d} steps: FID {report.fid:6.2f}, "
               f"confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
-        if state.step == state.num_steps or (state.max_seconds is not None and state.elapsed >= state.max_seconds):
-            break
+
+    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, on_eval=judge,
+             eval_at_seconds=[60 * minutes for minutes in args.eval_at], progress=False)
+    if not rows or rows[-1]["steps"] != state.step:  # the end, unless an --eval-at minute fell on it
+        judge(state)
     results = {"name": args.name, "changes": args.changes, "config": cfg.to_dict(), "sampler": str(cfg.judge),
                "num_samples": args.samples, "fid_floor": round(reference.fid_floor, 2),
                "num_train_images": len(train_set.labels), "checkpoints": rows}
@@ -121,7 +112,7 @@ def main() -> None:
                f"FID {last['fid']:.2f} (floor {reference.fid_floor:.2f}, n={args.samples}), "
                f"{last['confident_fraction']:.1%} confident, rarest digit {last['min_class_share']:.1%}")
     if args.final_seeds > 1:
-        results["final_seeds"] = judge_seeds(judged, schedule, reference, cfg, last, args.final_seeds)
+        results["final_seeds"] = judge_seeds(judged(state.ema.model, cfg, schedule), schedule, reference, cfg, last, args.final_seeds)
         fid, confident = results["final_seeds"]["fid"], results["final_seeds"]["confident_fraction"]
         summary += (f"; over sampling seeds {cfg.seed}-{cfg.seed + args.final_seeds - 1}: FID {fid['mean']:.2f} ± {fid['sd']:.2f}, "
                     f"confident {confident['mean']:.1%} ± {confident['sd']:.1%}")

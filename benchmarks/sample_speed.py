@@ -5,7 +5,7 @@ and seconds per 1,000 images (extrapolated from one batch), then the cost of one
 a fixed number of images sent through the network in chunks of different sizes (``batch_size`` of
 ``dh.sample``; ``Config.sample_batch_size`` is chosen from it).
 
-    python benchmarks/sample_speed.py [--device cuda] [--size default|small]
+    python benchmarks/sample_speed.py [--device cuda] [--size default|small|tiny]   # tiny: seconds, the tiny config
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import torch
 
 from common import dh, peak_memory_mb, save, setup, timed
 
-SIZES = {"small": {"batch": 50, "runs": [("ddim", 10), ("ddim", 50), ("dpm-solver++", 10)], "chunk_total": 200, "chunks": [50, 200]},
+SIZES = {"tiny": {"batch": 4, "runs": [("ddim", 2), ("dpm-solver++", 2)], "chunk_total": 8, "chunks": [4, 8]},
+         "small": {"batch": 50, "runs": [("ddim", 10), ("ddim", 50), ("dpm-solver++", 10)], "chunk_total": 200, "chunks": [50, 200]},
          "default": {"batch": 100, "chunk_total": 1000, "chunks": [25, 50, 125, 250, 500, 1000], "runs": [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddim", 100), ("dpm-solver++", 10),
                                             ("dpm-solver++", 20), ("ddpm", 1000)]}}
 
@@ -40,7 +41,7 @@ def main() -> None:
         chunk_rows.append({"images": total, "batch_size": chunk, "steps": chunk_steps,
                            "seconds_per_1000_image_steps": round(1000 * seconds / (total * chunk_steps), 3)})
         print(f"{total} images in chunks of {chunk:>4}: {chunk_rows[-1]['seconds_per_1000_image_steps']:.3f} s per step per 1,000 images")
-    results = {"config": "full", "parameters": dh.count_parameters(model), "runs": rows, "chunks": chunk_rows,
+    results = {"config": cfg.mode, "parameters": dh.count_parameters(model), "runs": rows, "chunks": chunk_rows,
                "peak_memory_mb": round(peak_memory_mb(device), 1)}
     summary = (f"sample_speed on {dh.describe_device(device)}: " + ", ".join(f"{r['method']}-{r['steps']} {r['seconds_per_1000_images']:.0f} s/1k" for r in rows)
                + "; s per step per 1k images by chunk: " + ", ".join(f"{r['batch_size']}: {r['seconds_per_1000_image_steps']:.2f}" for r in chunk_rows))

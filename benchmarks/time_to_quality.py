@@ -2,26 +2,27 @@
 measure sample quality at fixed wall-clock checkpoints (training time only; evaluation is not counted).
 
 It is one run, planned by time for the last checkpoint: its learning rate cools down over the end
-of that budget, so the earlier checkpoints show a model still training at full learning rate.
+of that budget, so the earlier checkpoints show a model still training at full learning rate. It is
+one call of ``dh.train``, which calls back at each checkpoint and does not count the callback's time.
 At each checkpoint the EMA weights draw samples with the book's judging sampler (``cfg.judge``:
 DDIM, 100 steps, η = 1); the MNIST classifier scores them: FID against as many real test images, the
 share it recognises confidently (p ≥ 0.9), and the share of the rarest predicted digit. Needs the
 MNIST training set (DDPM_MNIST_ROOT or a download).
 
     DDPM_MNIST_ROOT=/path/to/mnist python benchmarks/time_to_quality.py [--device cuda] [--size default]
+    python benchmarks/time_to_quality.py --size tiny      # seconds: tiny config, shipped subset, temporary results
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 
-from common import dh, save, setup
+from common import dh, judged, save, setup
 
-PROBE_STEPS = 10  # steps that measure the training speed at the start of the run
 SIZES = {
+    "tiny": {"minutes": [0.01, 0.02], "samples": 200},
     "small": {"minutes": [0.5, 1.0], "samples": 200},
     "default": {"minutes": [1.0, 2.0, 4.0], "samples": 400},
     "long": {"minutes": [1, 2, 4, 8, 15, 30], "samples": 1000},
@@ -43,23 +44,6 @@ def evaluate(model, schedule, reference, cfg):
     return report, time.perf_counter() - start
 
 
-def train_to(state: dh.TrainState, seconds: float, train_set, schedule, cfg: dh.Config) -> None:
-    """Train until ``seconds`` of training time have passed, or the run's plan (steps or seconds) ends.
-
-    dh.train stops at a step count, or when the run's whole planned time is spent, but not at an
-    earlier minute; so ask it for as many steps as the speed so far predicts (after a short probe),
-    and again until the training clock has passed ``seconds``.
-    """
-    plan = state.num_steps if state.num_steps is not None else float("inf")
-    if state.max_seconds is not None:
-        seconds = min(seconds, state.max_seconds)
-    while state.elapsed < seconds and state.step < plan:
-        more = PROBE_STEPS if state.step == 0 else max(1, math.ceil((seconds - state.elapsed) * state.step / state.elapsed))
-        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=int(min(plan, state.step + more)), progress=False)
-        if state.max_seconds is not None and state.elapsed >= state.max_seconds:
-            break
-
-
 def main() -> None:
     args, size, device, cfg = setup(__doc__.splitlines()[0], SIZES)
     n = size["samples"]
@@ -69,17 +53,19 @@ def main() -> None:
     schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)
     torch.manual_seed(cfg.seed)
     state = dh.init_train_state(dh.UNet(cfg.unet).to(device), cfg.train, max_seconds=60 * max(size["minutes"]))
-    train_set = dh.ImageSet(train_set.images.to(device), train_set.labels.to(device))  # moved once, not on every call of dh.train
     rows = []
-    for minutes in size["minutes"]:
-        train_to(state, 60 * minutes, train_set, schedule, cfg)
-        report, sample_seconds = evaluate(state.ema.model, schedule, reference, cfg)
+
+    def judge(state: dh.TrainState) -> None:
+        report, sample_seconds = evaluate(judged(state.ema.model, cfg, schedule), schedule, reference, cfg)
         rows.append({"train_minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_seen": state.step * cfg.train.batch_size,
                      "fid": round(report.fid, 2), "confident_fraction": round(report.confident_fraction, 4),
                      "min_class_share": report.min_class_share, "class_shares": report.class_shares,
                      "sampling_seconds": round(sample_seconds, 1)})
         print(f"{rows[-1]['train_minutes']:6.2f} min, {state.step:6d} steps: FID {report.fid:7.2f}, "
-              f"confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}")
+              f"confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
+
+    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, on_eval=judge,
+             eval_at_seconds=[60 * minutes for minutes in size["minutes"]], progress=False)
     results = {"config": cfg.to_dict(), "parameters": dh.count_parameters(state.model), "sampler": str(cfg.judge),
                "num_samples": n, "fid_floor": round(floor, 2), "num_train_images": len(train_set.labels), "checkpoints": rows}
     last = rows[-1]
