@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import metrics
+from .checks import check_images, check_positive_int
 from .classifier import FEATURE_DIM, load_classifier
 from .diffusion import MNIST_PIXELS
 from .samplers import SamplerSpec, sample
@@ -34,6 +35,9 @@ class RealReference(NamedTuple):
 def real_reference(train_images: torch.Tensor, test_images: torch.Tensor, num_samples: int, device: torch.device | str = "cpu") -> RealReference:
     """Load the shipped classifier and embed the first ``num_samples`` test images as the FID reference;
     the floor compares them with as many training images (the best FID a perfect model could expect)."""
+    check_positive_int(num_samples, "num_samples")
+    for images, name in ((train_images, "train_images"), (test_images, "test_images")):
+        check_images(images, name)
     if num_samples <= FEATURE_DIM:
         raise ValueError(f"num_samples must exceed the {FEATURE_DIM} feature dimensions for FID's covariance to be estimable, got {num_samples}")
     if min(train_images.shape[0], test_images.shape[0]) < num_samples:
