@@ -191,7 +191,7 @@ class _Health:
 
     def check(self, step: StepFunction | None) -> None:
         bad_eps, bad_state = read_back(self.first_bad)
-        if bad_eps >= 0:
+        if bad_eps >= 0 and not bad_state > bad_eps:  # t decreases: the larger t came first
             raise ValueError(f"model returned a non-finite eps_hat at t={bad_eps} (NaN or infinity), so the samples are not valid; check the network (e.g. its weights and precision)")
         if bad_state >= 0:
             who = "the step function passed as step=" if step is not None else "the sampler"

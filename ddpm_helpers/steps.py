@@ -225,8 +225,8 @@ def _dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, et
 
 
 def check_step_result(result: object, x: torch.Tensor) -> None:
-    """A ``step=`` function must return a :class:`~ddpm_helpers.steps.Step` of two tensors of x_t's shape."""
-    if not isinstance(result, Step):
+    """A ``step=`` function must return a :class:`Step` (or a plain pair) of two tensors of x_t's shape."""
+    if not isinstance(result, tuple) or len(result) != 2:
         hint = " (a bare tensor would be unpacked along the batch)" if isinstance(result, torch.Tensor) else ""
         raise ValueError(f"step must return dh.Step(x_prev, x0_hat), got {type(result).__name__}{hint}")
     for name, value in zip(Step._fields, result):
