@@ -34,7 +34,7 @@ def test_tiny_and_full_share_every_field_name_and_differ_only_in_values():
     assert names(dh.TINY) == names(dh.FULL)
     assert set(COMPONENTS) <= set(names(dh.TINY))
     assert dh.TINY.mode == "tiny" and dh.FULL.mode == "full"
-    assert dh.TINY.train.lr_cooldown_fraction == 0.5 and dh.FULL.train.lr_cooldown_fraction == pytest.approx(1 / 3)
+    assert dh.TINY.train.lr_cooldown_fraction == 0.5 and dh.FULL.train.lr_cooldown_fraction == pytest.approx(1 / 3)  # a float literal of one third: rel 1e-6 forgives only how it is written
 
 
 def test_the_config_is_per_component():

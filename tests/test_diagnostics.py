@@ -122,6 +122,8 @@ def test_each_bug_fails_its_own_check_and_no_other(name):
 def test_the_oracle_is_exact():
     """The Gaussian oracle recovers N(0.3, 0.2^2) with all T ancestral steps: the checks rest on it."""
     samples = dh.diagnostics._oracle_samples(dh.ddpm_step, S, list(range(S.T - 1, -1, -1)), 20_000, seed=0)
+    # Monte Carlo, n = 20,000: the mean's standard error 0.2/√n ≈ 0.0014 (abs 0.01 is 7 of them), the
+    # std's relative one 1/√(2n) = 0.005 (rel 0.03 is 6).
     assert float(samples.mean()) == pytest.approx(0.3, abs=0.01)
     assert float(samples.std()) == pytest.approx(0.2, rel=0.03)
 
@@ -141,8 +143,10 @@ def test_the_per_pixel_baseline_scores_its_own_expected_loss():
                                             num_bands=5, generator=torch.Generator().manual_seed(0))
     assert [(b.lo, b.hi) for b in bands] == [(0, 200), (200, 400), (400, 600), (600, 800), (800, 1000)]
     for band in bands:
+        # Monte Carlo: 5 standard errors of the band's mean loss, plus 1e-3 for float32 rounding: each
+        # image's loss is a mean of 1024 pixels (≤ 1024·u ≈ 6e-5 relative worst case, on a loss ≲ 1)
         assert abs(band.loss - band.baseline) < 5 * band.se + 1e-3, band
-        assert band.ratio == pytest.approx(band.loss / band.baseline)
+        assert band.ratio == pytest.approx(band.loss / band.baseline)  # the same division of the same floats
     assert bands[0].baseline > bands[-1].baseline  # little noise: every pixel's value is in x_t, most of eps is not
 
 
@@ -150,6 +154,7 @@ def test_loss_by_timestep_reads_the_x0_error_through_the_snr():
     model = dh.diagnostics.PerPixelGaussian(IMAGES, S)
     band = dh.diagnostics.loss_by_timestep(model, IMAGES, S, num_bands=1000, generator=torch.Generator().manual_seed(0))[500]
     assert (band.lo, band.hi) == (500, 501)
+    # the package divides the float32 loss by SNR_500 in float32 (≤ 3 roundings, 2e-7) or float64: rel 1e-5 covers either
     assert band.x0_error == pytest.approx(band.loss / float(S.snr()[500]), rel=1e-5)
     with pytest.raises(ValueError, match="num_bands must be at most T = 1000"):
         dh.diagnostics.loss_by_timestep(model, IMAGES, S, num_bands=1001)
@@ -162,6 +167,8 @@ def test_a_textbook_ema_still_holds_most_of_its_start_after_1500_updates():
     textbook = start.clone()
     for _ in range(1500):
         textbook.lerp_(trained, 1 - 0.9999)
+    # 0.9999^1500 = e^{−0.15001} = 0.86070; the chapter states 0.861 (3e-4 away) and 1500 float32 lerps add
+    # ≤ 1500·u ≈ 9e-5: abs 0.001 covers both with room
     assert float(textbook) == pytest.approx(0.861, abs=0.001)
     net = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
@@ -171,4 +178,4 @@ def test_a_textbook_ema_still_holds_most_of_its_start_after_1500_updates():
         net.weight.fill_(0.0)
     for _ in range(1500):
         ema.update(net)
-    assert float(ema.model.weight) < 1e-3
+    assert float(ema.model.weight) < 1e-3  # at most 0.995^1500 = 5.5e-4 (warm-up only lowers the decay)

@@ -43,12 +43,31 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, cfg)
         torch.testing.assert_close(a, b, rtol=0, atol=0)  # the replicas stay identical
     assert ranks[0]["loss"] == ranks[1]["loss"]
 
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        initial = torch.cat([p.detach().flatten() for p in dh.UNet(cfg.unet).parameters()])  # as run() builds it
     single = run(0, cfg)
+    # The first loss is the same 8·1024 float32 squares summed in two orders (two half-batch means, then
+    # their mean, against one mean): torch's cascade summation keeps each within ≈ log2(8192)·u ≈ 8e-7
+    # relative. Later losses also see the parameter differences below, which sit where the gradient
+    # nearly vanishes and so move the loss by Σ g_i·Δθ_i ≈ 0. rtol 1e-5 is 12× the summation bound.
     torch.testing.assert_close(torch.tensor(ranks[0]["loss"]), torch.tensor(single.history.train_loss), rtol=1e-5, atol=1e-6)
-    # Summation order differs (two half-batch means vs one mean); Adam divides by √v, which
-    # magnifies such rounding for near-zero gradients, so allow 1e-4 against updates of ~1e-3 per step.
-    for a, b in zip(ranks[0]["params"], single.model.parameters()):
-        torch.testing.assert_close(a, b.detach(), rtol=1e-3, atol=1e-4)
+    # Parameters. The two runs' gradients differ by rounding (the same summation orders), and Adam's update
+    # lr·m̂/(√v̂ + ε) is scale-free: where a gradient element is far above its rounding error the updates
+    # agree to that relative error, but where it nearly cancels (|g| near its rounding error) the update
+    # can take any value in its range. For bias-corrected Adam with β = (0.9, 0.999) and t ≤ 3 steps,
+    # |m̂/√v̂| ≤ 1.004 (Cauchy-Schwarz over the t gradients), so each run moves an element by at most
+    # 1.004·lr per step (AdamW here has no weight decay; warm-up only lowers lr): the elementwise bound is
+    # 2·1.004·lr·NUM_STEPS. As a whole, the difference stays a small part of the distance trained:
+    # rounding changes the updates of the few ill-conditioned elements, while a wrong shard, a missing
+    # all-reduce or a skipped step changes every element's update by O(lr), a ratio of order 1. The
+    # threshold 0.05 lies between the two regimes (rounding alone gave 2e-4 with 44 of 48,836 elements
+    # off by more than 1e-6, on an AMD EPYC).
+    trained = torch.cat([p.detach().flatten() for p in ranks[0]["params"]])
+    expected = torch.cat([p.detach().flatten() for p in single.model.parameters()])
+    difference = (trained - expected).abs()
+    assert float(difference.max()) <= 2 * 1.004 * cfg.train.lr * NUM_STEPS
+    assert float(difference.norm()) <= 0.05 * float((expected - initial).norm())
 
 
 def test_a_single_process_is_rank_zero_of_one():

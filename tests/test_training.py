@@ -65,7 +65,7 @@ def test_ema_is_a_moving_average():
     with torch.no_grad():
         model.weight.fill_(1.0)
     ema.update(model)  # warm-up decay min(0.5, 2/11) = 2/11
-    torch.testing.assert_close(ema.model.weight, torch.full((1, 2), 9 / 11))
+    torch.testing.assert_close(ema.model.weight, torch.full((1, 2), 9 / 11))  # one float32 lerp: ≤ 2 roundings, inside the defaults
     with pytest.raises(ValueError, match="decay"):
         dh.EMA(model, decay=1.0)
 
@@ -78,6 +78,7 @@ def test_learning_rate_warms_up(cfg):
 def test_learning_rate_cools_down_linearly_to_zero(cfg):
     config = cfg.train.replace(lr=1.0, warmup_steps=1, lr_cooldown_fraction=0.4)
     rates = [dh.learning_rate(s, config, progress=s / 10) for s in range(11)]
+    # float64 arithmetic on a few numbers: errors of ~1e-16; 1e-12 only forgives that, not a wrong schedule
     assert rates == pytest.approx([1.0] * 6 + [1.0, 0.75, 0.5, 0.25, 0.0], rel=0, abs=1e-12)
 
 
@@ -87,8 +88,8 @@ def test_a_step_planned_run_uses_the_closed_form_learning_rate(cfg, schedule):
     config = cfg.replace(train=cfg.train.replace(lr=1e-3, warmup_steps=2, lr_cooldown_fraction=fraction))
     rates = lrs_of_a_run(config, schedule, num_steps=N)
     expected = [1e-3 * min(min(1.0, (k + 1) / 2), (1 - k / N) / fraction) for k in range(N)]
-    assert rates == pytest.approx(expected, rel=1e-12, abs=0)
-    assert rates[-1] == pytest.approx(1e-3 / (N * fraction))  # the last step: lr / (N · fraction)
+    assert rates == pytest.approx(expected, rel=1e-12, abs=0)  # float64 arithmetic: ~1e-16 relative
+    assert rates[-1] == pytest.approx(1e-3 / (N * fraction))  # the last step: lr / (N · fraction); float64, rel 1e-6 default
 
 
 def test_the_plan_not_num_train_steps_sets_the_learning_rate(cfg, schedule):
@@ -111,7 +112,7 @@ def test_a_time_planned_run_cools_its_learning_rate_over_time(cfg, schedule):
         assert state.progress == elapsed / 100.0
         dh.train_step(state, x0, schedule, config, diffusion=cfg.diffusion)
         rates.append(state.optimizer.param_groups[0]["lr"])
-    assert rates == pytest.approx([1.0, 1.0, 1.0, 0.8, 0.5, 0.2], rel=1e-12)
+    assert rates == pytest.approx([1.0, 1.0, 1.0, 0.8, 0.5, 0.2], rel=1e-12)  # float64 arithmetic: ~1e-16 relative
     # the step count plays no part: the same share of time gives the same rate at any step
     assert dh.learning_rate(3, config, 0.75) == dh.learning_rate(3_000, config, 0.75) == 0.5
 
@@ -147,9 +148,9 @@ def test_checkpoint_round_trips(tmp_path, cfg, schedule, data):
     assert restored.step == 2 and restored.history.train_loss == state.history.train_loss
     assert (restored.num_steps, restored.max_seconds, restored.elapsed) == (state.num_steps, state.max_seconds, state.elapsed)
     for a, b in zip(state.model.state_dict().values(), restored.model.state_dict().values()):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # a float32 checkpoint stores every bit
     for a, b in zip(state.ema.model.state_dict().values(), restored.ema.model.state_dict().values()):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert torch.equal(restored.generator.get_state(), state.generator.get_state())
 
 

@@ -31,8 +31,11 @@ def test_unet_starts_by_predicting_zero(tiny_unet):
 def test_timestep_embedding_is_sinusoidal():
     emb = dh.timestep_embedding(torch.tensor([0, 1, 999]), 16)
     assert emb.shape == (3, 16)
-    torch.testing.assert_close(emb[0], torch.cat([torch.zeros(8), torch.ones(8)]))  # sin 0, cos 0
+    torch.testing.assert_close(emb[0], torch.cat([torch.zeros(8), torch.ones(8)]), rtol=0, atol=0)  # sin 0, cos 0: exact
+    # sin of the same float32 argument, maybe by another kernel (vectorised or scalar, each within ~1 ulp):
+    # ≤ 2.4e-7, inside the float32 defaults (atol 1e-5)
     torch.testing.assert_close(emb[:, 0], torch.sin(torch.tensor([0.0, 1.0, 999.0])))  # ω_0 = 1
+    # sin² + cos²: ~1 ulp in each, 3 roundings: ≤ 5u ≈ 3e-7 from 1, inside the defaults
     torch.testing.assert_close(emb[:, :8].square() + emb[:, 8:].square(), torch.ones(3, 8))
 
 
@@ -45,7 +48,7 @@ def test_conditional_unet_uses_the_label_and_the_null_class():
     out_b = model(x, t, torch.tensor([7, 7]))
     out_null = model(x, t, None)
     assert not torch.allclose(out_a, out_b)
-    torch.testing.assert_close(out_null, model(x, t, torch.tensor([10, 10])))
+    torch.testing.assert_close(out_null, model(x, t, torch.tensor([10, 10])), rtol=0, atol=0)  # the same computation
 
 
 def test_unet_follows_its_config():
@@ -105,7 +108,7 @@ def test_space_to_depth_downsampling_is_lossless_before_its_projection():
     x = torch.randn(2, 4, 8, 8)
     folded = down[0](x)
     assert folded.shape == (2, 16, 4, 4) and down(x).shape == (2, 4, 4, 4)
-    torch.testing.assert_close(torch.nn.functional.pixel_shuffle(folded, 2), x)
+    torch.testing.assert_close(torch.nn.functional.pixel_shuffle(folded, 2), x, rtol=0, atol=0)  # a permutation: exact
     with pytest.raises(ValueError, match="downsample must be"):
         dh.make_downsample(4, "maxpool")
 
@@ -118,10 +121,15 @@ def test_weight_standardised_conv_ignores_the_scale_and_offset_of_its_kernel():
     w = conv.weight.detach().clone()
     mean, var = w.mean(dim=(1, 2, 3), keepdim=True), w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
     with torch.no_grad():
-        torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, (w - mean) / (var + 1e-5).sqrt(), conv.bias, padding=1))
+        # Each output is a 27-term sum Σŵx with Σ|ŵ||x| ≲ 40 here (standardised ŵ of size ~1, |x| ≲ 4).
+        # The package and the test standardise W with float32 means and variances over 27 values,
+        # which may differ by ≤ 27·u relative (summation order), i.e. ŵ by ≤ 14·u: ≤ 40·14·u ≈ 3.4e-5.
+        torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, (w - mean) / (var + 1e-5).sqrt(), conv.bias, padding=1), rtol=1e-4, atol=1e-4)
         a = 7.0
         conv.weight.mul_(a).add_(0.3)
         expected = torch.nn.functional.conv2d(x, (w - mean) / (var + 1e-5 / a**2).sqrt(), conv.bias, padding=1)
+        # As above, plus the rounding of 7W + 0.3 (|7W + 0.3| ≤ 1.7), which the subtraction of the mean turns into
+        # ≤ 2u·1.7/(7σ_W ≈ 0.77) ≈ 4.4u relative on ŵ: ≤ 40·19·u ≈ 4.5e-5 in all, under atol 1e-4.
         torch.testing.assert_close(conv(x), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -142,6 +150,7 @@ def test_every_res_block_responds_to_the_timestep():
         assert blocks
         for name, block in blocks:
             h = torch.randn(1, block.conv1.in_channels, 8, 8)
+            # a block that used t would change its output by O(0.1); rounding alone by ≲ 1e-6
             assert not torch.allclose(block(h, e10), block(h, e900), atol=1e-4), name
 
 
@@ -155,4 +164,8 @@ def test_self_attention_is_softmax_of_scaled_dot_products():
         q, k, v = (qkv[:, i].transpose(-1, -2) for i in range(3))  # (B, heads, positions, head_dim)
         weights = torch.softmax(q @ k.transpose(-1, -2) / 8**0.5, dim=-1)
         expected = x + attention.out((weights @ v).transpose(-1, -2).reshape(2, 32, 8, 8))
-        torch.testing.assert_close(attention(x), expected)
+        # Worst case of two evaluation orders: the logits (8-term dot products of terms ≲ 4) differ by
+        # ≲ 8u·32/√8 ≈ 5e-6, so the weights by ≲ 1e-5 relative; the weighted sums over 64 positions add
+        # 64u·|v| ≲ 1e-5 (|v| ≲ 3); W_out sums 32 of them with Σ|W_out| ≲ 3: ≲ 1.3e-4. atol = rtol = 2e-4;
+        # a wrong scale (1/d for 1/√d) or a missing residual is off by > 0.1.
+        torch.testing.assert_close(attention(x), expected, rtol=2e-4, atol=2e-4)
