@@ -108,7 +108,7 @@ def test_data_of_scale_sigma_shifts_every_log_snr_by_two_log_sigma():
     g = torch.Generator().manual_seed(0)
     t = torch.tensor([100, 259, 454, 800]).repeat_interleave(20_000)
     x0, eps = sigma * torch.randn(len(t), 1, generator=g), torch.randn(len(t), 1, generator=g)
-    x_t = dh.q_sample(x0, t, eps, schedule)
+    x_t = dh.q_sample(x0, t, eps, schedule, space=dh.DataSpace((1,)))  # one unbounded number per item
     signal = dh.per_sample(schedule.sqrt_alpha_bars[t], 2) * x0
     for k, value in enumerate((100, 259, 454, 800)):
         part = slice(20_000 * k, 20_000 * (k + 1))
