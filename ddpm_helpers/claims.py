@@ -26,7 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 GLUE_MIME_PREFIX = "application/papermill.record/"  # MyST-NB's key prefix for glued values that are not displayed
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
 class FalseClaim(RuntimeError):
@@ -60,7 +60,7 @@ class Prose:
 
         A name is glued once per run (a second use would make the prose ambiguous)."""
         if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(f"name must be letters, digits, '_' or '-', starting with a letter, got {name!r}")
+            raise ValueError(f"name must be letters, digits, '_', '.' or '-', starting with a letter, got {name!r}")
         if name in self.numbers:
             raise ValueError(f"name {name!r} is already glued in this chapter (as {self.numbers[name]['text']!r}); give each number its own name")
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -75,9 +75,9 @@ class Prose:
         glue(name, text)
         return text
 
-    def claim(self, text: str, holds: object, **evidence: float | int | str) -> bool:
+    def claim(self, text: str, holds: object, **evidence: float | int | str | None) -> bool:
         """Record the comparison ``text`` and whether it ``holds`` (a bool computed from the run's numbers,
-        given as ``evidence``); in an enforced run a false claim raises :class:`FalseClaim` with the text."""
+        given as ``evidence``, where None marks a number this run did not measure); in an enforced run a false claim raises :class:`FalseClaim` with the text."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text must be the sentence the claim supports, got {text!r}")
         if not isinstance(holds, bool):
@@ -86,7 +86,7 @@ class Prose:
         try:
             json.dumps(evidence, allow_nan=False)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"evidence of the claim {text!r} must be finite JSON values (numbers or strings), got {error}") from error
+            raise ValueError(f"evidence of the claim {text!r} must be finite JSON values (numbers, strings or None), got {error}") from error
         self.claims.append(Claim(text, holds, dict(evidence)))
         if not holds and self.enforce:
             raise FalseClaim(f"the run does not support the claim {text!r} (evidence: {evidence}); change the prose or find out why the numbers moved")
