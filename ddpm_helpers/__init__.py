@@ -36,7 +36,7 @@ from .unet import UNet, UNetConfig, count_parameters
 from .viz import COLORS, DIGIT_COLORS, SCHEDULE_COLORS, image_grid, plain_log_axis, plot_losses, plot_tsne, save_gif, show_images, show_strip
 from .weights import WEIGHTS_DIR
 
-__version__ = "0.2.0"
+from ._version import __version__
 
 __all__ = sorted([
     "AttentionResBlock", "Autoencoder", "AutoencoderConfig", "COLORS", "ChannelAttention", "Config", "DIGIT_COLORS", "DataConfig",

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ._version import __version__
 
 MIME_TYPE = "application/vnd.ddpm-helpers.provenance+json"
 _IMPORTED = time.monotonic()
@@ -108,8 +109,6 @@ def record(chapter: str, cfg, device: str, *, uses: Iterable[str], results: dict
     (finite numbers, string keys; see :func:`check_json_value`): they are stored in the notebook
     and go into the book's ``results.json``. The run time counts from the package's import.
     """
-    from . import __version__
-
     if not isinstance(chapter, str) or not chapter:
         raise ValueError(f"chapter must be the chapter's name as a non-empty string, got {chapter!r}")
     if not isinstance(device, str):

@@ -7,6 +7,7 @@ and the numbers it states. This script collects them, in the order of the table 
 with the notebooks. Chapters not yet re-run with a record are listed under "without_record".
 
     python scripts/make_manifest.py [--check]
+    python scripts/make_manifest.py --smoke     # write it into a temporary folder instead (the smoke test)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -46,8 +48,14 @@ def manifest() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that results.json is up to date")
+    parser.add_argument("--smoke", action="store_true", help="write the manifest into a temporary folder, not the repository")
     args = parser.parse_args()
     text = json.dumps(manifest(), indent=2, sort_keys=False) + "\n"
+    if args.smoke:
+        path = Path(tempfile.mkdtemp(prefix="make_manifest-smoke-")) / MANIFEST.name
+        path.write_text(text)
+        print(f"wrote {path}: {len(json.loads(text)['chapters'])} chapters with a record, {len(json.loads(text)['without_record'])} without")
+        return
     if args.check:
         if not MANIFEST.exists() or MANIFEST.read_text() != text:
             raise SystemExit("results.json is out of date: run python scripts/make_manifest.py")

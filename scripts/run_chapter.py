@@ -1,6 +1,7 @@
 """Run a chapter in full mode, store its outputs in the notebook, and publish the weights it wrote.
 
     DDPM_MNIST_ROOT=/path/to/mnist python scripts/run_chapter.py notebooks/06_latent.ipynb --publish autoencoder latent
+    python scripts/run_chapter.py notebooks/01_forward_process.ipynb --smoke    # tiny mode; the chapter is left as it is
 
 This is how the shipped models of the latent chapter (and, with their names, of the training and
 conditional chapters) are reproduced: the chapter is the one code path that trains them, and
@@ -10,6 +11,10 @@ The notebook runs in its own folder, so its run folder is ``notebooks/runs/<chap
 The executed notebook is written beside the chapter first and replaces it only at the end, and only
 if the chapter's file is unchanged since the run began: an edit saved during a run (which an
 in-place run would silently overwrite) stops the script with both versions kept.
+
+``--smoke`` runs the chapter in tiny mode (``DDPM_MODE=tiny``, seconds to minutes) into a temporary
+copy that is deleted afterwards: the chapter, its stored outputs and the package stay untouched, and
+nothing is published.
 """
 
 from __future__ import annotations
@@ -25,9 +30,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def executed_path(notebook: Path) -> Path:
-    """Where the run writes the executed chapter before it replaces the original."""
-    return notebook.with_name(f".{notebook.stem}.running.ipynb")
+def executed_path(notebook: Path, smoke: bool = False) -> Path:
+    """Where the run writes the executed chapter before it replaces the original (a smoke run: before it is deleted)."""
+    return notebook.with_name(f".{notebook.stem}{'.smoke' if smoke else ''}.running.ipynb")
+
+
+def execute(notebook: Path, executed: Path, mode: str) -> None:
+    """Run ``notebook`` in its own folder with ``DDPM_MODE=mode``, writing the executed copy to ``executed``."""
+    env = {**os.environ, "DDPM_MODE": mode}
+    subprocess.run([sys.executable, "-m", "jupyter", "execute", f"--output={executed.name}", "--timeout=-1", notebook.name],
+                   cwd=notebook.parent, env=env, check=True)
 
 
 def digest(path: Path) -> str:
@@ -52,16 +64,26 @@ def main() -> None:
     parser.add_argument("notebook", type=Path, help="the chapter, e.g. notebooks/06_latent.ipynb")
     parser.add_argument("--publish", nargs="*", default=[], metavar="NAME", help="models the chapter wrote to publish into the package")
     parser.add_argument("--force", action="store_true", help="replace shipped models of the same name")
+    parser.add_argument("--smoke", action="store_true", help="run in tiny mode into a temporary copy; store nothing, publish nothing")
     args = parser.parse_args()
     notebook = args.notebook.resolve()
     if not notebook.is_file() or notebook.suffix != ".ipynb":
         raise SystemExit(f"notebook must be an existing .ipynb file, got {args.notebook}")
+    if args.smoke and args.publish:
+        parser.error("--smoke publishes nothing: drop --publish")
     started = time.perf_counter()
     at_start = digest(notebook)
-    executed = executed_path(notebook)
-    env = {**os.environ, "DDPM_MODE": "full"}
-    subprocess.run([sys.executable, "-m", "jupyter", "execute", f"--output={executed.name}", "--timeout=-1", notebook.name],
-                   cwd=notebook.parent, env=env, check=True)
+    executed = executed_path(notebook, smoke=args.smoke)
+    if args.smoke:
+        try:
+            execute(notebook, executed, "tiny")
+        finally:
+            executed.unlink(missing_ok=True)
+        if digest(notebook) != at_start:
+            raise SystemExit(f"{notebook.name} changed during the smoke run (it must not: the run writes a temporary copy)")
+        print(f"{notebook.name}: tiny-mode run passed in {(time.perf_counter() - started) / 60:.1f} min; the chapter is unchanged")
+        return
+    execute(notebook, executed, "full")
     replace_if_unchanged(notebook, executed, at_start)
     print(f"{notebook.name}: full run stored in {(time.perf_counter() - started) / 60:.1f} min")
     for name in args.publish:
