@@ -23,10 +23,11 @@ MNIST = dh.load_mnist("test", dh.TINY).images[:16]  # [-1, 1], background -1
 UNIT, BYTES = (MNIST + 1) / 2, (MNIST + 1) * 127.5  # the two common mistakes
 WHITE, GREY = torch.ones(2, 1, 32, 32), torch.zeros(2, 1, 32, 32)  # flat images: legal in [-1, 1]
 LIGHT = 0.5 + 0.5 * UNIT  # legal [-1, 1] images nowhere darker than mid-grey (the rule takes them for [0, 1])
-torch.manual_seed(0)
-AE = dh.Autoencoder(dh.AutoencoderConfig(channels=(8, 16), latent_channels=2))
-NET = dh.UNet(dh.UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,))).eval()
-OTHER_NET = dh.UNet(dh.UNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,))).eval()
+with torch.random.fork_rng():  # seeded without changing the global RNG that other test files see
+    torch.manual_seed(0)
+    AE = dh.Autoencoder(dh.AutoencoderConfig(channels=(8, 16), latent_channels=2))
+    NET = dh.UNet(dh.UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,))).eval()
+    OTHER_NET = dh.UNet(dh.UNetConfig(channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,))).eval()
 CLASSIFIER = dh.load_classifier()
 
 
