@@ -28,6 +28,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Move the average one step towards ``model``'s weights (same architecture) and copy its buffers."""
         self.num_updates += 1
         decay = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
         for averaged, current in zip(self.model.parameters(), model.parameters()):
@@ -36,9 +37,11 @@ class EMA:
             averaged.copy_(current)
 
     def state_dict(self) -> dict:
+        """The averaged weights, the update count and the decay (for a checkpoint)."""
         return {"model": self.model.state_dict(), "num_updates": self.num_updates, "decay": self.decay}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
         self.model.load_state_dict(state["model"])
         self.num_updates = int(state["num_updates"])
         self.decay = float(state["decay"])

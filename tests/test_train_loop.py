@@ -174,3 +174,20 @@ def test_a_v_network_trains_on_the_v_target_from_the_diffusion_config(cfg, sched
     expected = dh.ddpm_loss(state.model, x0, schedule, t=t, eps=eps, prediction="v")
     # the same computation in the same order: equal to the last bit
     assert dh.validation_loss(state.model, data[1], schedule, cfg.train, diffusion=v) == float(expected.detach())
+
+
+def test_a_checkpoint_written_before_the_prediction_moved_still_resumes(cfg, schedule, data, tmp_path):
+    """Checkpoints of earlier versions named schedule, T and prediction apart; they load into the same diffusion only."""
+    from ddpm_helpers.weights import read_weights, write_atomic
+
+    torch.manual_seed(0)
+    state = dh.init_train_state(dh.UNet(cfg.unet), cfg.train, num_steps=4)
+    run(state, cfg, schedule, data[0], num_steps=2, checkpoint_path=tmp_path / "new.pt")
+    payload = read_weights(tmp_path / "new.pt", "checkpoint")
+    identity = {key: value for key, value in payload["identity"].items() if key != "diffusion"}
+    old = {**identity, "schedule": "linear", "T": 1000, "prediction": "eps"}
+    write_atomic({**{k: v for k, v in payload.items() if k != "format_version"}, "identity": old}, tmp_path / "old.pt")
+    resumed = dh.load_checkpoint(tmp_path / "old.pt", dh.UNet(cfg.unet), cfg.diffusion, cfg.train)
+    assert resumed.step == 2 and same_weights(resumed, state)
+    with pytest.raises(ValueError, match=r"diffusion.prediction: checkpoint 'eps' vs now 'v'"):
+        dh.load_checkpoint(tmp_path / "old.pt", dh.UNet(cfg.unet), cfg.diffusion.replace(prediction="v"), cfg.train)
