@@ -16,8 +16,9 @@ import ddpm_helpers as dh
 
 S = dh.make_schedule("linear", 1000)
 NET = dh.UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=())
-torch.manual_seed(0)
-UNCOND, COND = dh.UNet(NET).eval(), dh.UNet(NET.replace(num_classes=10)).eval()
+with torch.random.fork_rng():  # seeded without changing the global RNG that other test files see
+    torch.manual_seed(0)
+    UNCOND, COND = dh.UNet(NET).eval(), dh.UNet(NET.replace(num_classes=10)).eval()
 X = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1  # [-1, 1] images with negative values
 T2 = torch.tensor([5, 900])
 SPEC = dh.SamplerSpec("ddim", num_steps=3)
