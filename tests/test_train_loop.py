@@ -64,6 +64,7 @@ def test_stop_at_seconds_ends_a_call_without_changing_the_plan(cfg, schedule, da
     assert stopped.history.train_loss == straight.history.train_loss
 
 
+@pytest.mark.slow
 def test_eval_callbacks_fire_once_at_each_point_and_their_time_is_not_training_time(cfg, schedule, data, clock, tmp_path):
     seen = []
 
@@ -83,6 +84,7 @@ def test_eval_callbacks_fire_once_at_each_point_and_their_time_is_not_training_t
     assert state.step == 6 and state.elapsed == 6.0
 
 
+@pytest.mark.slow
 def test_callbacks_leave_the_weights_alone(cfg, schedule, data):
     torch.manual_seed(0)
     plain = dh.init_train_state(dh.UNet(cfg.unet), cfg.train, num_steps=4)
@@ -176,6 +178,7 @@ def test_a_v_network_trains_on_the_v_target_from_the_diffusion_config(cfg, sched
     assert dh.validation_loss(state.model, data[1], schedule, cfg.train, diffusion=v) == float(expected.detach())
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_before_the_prediction_moved_still_resumes(cfg, schedule, data, tmp_path):
     """Checkpoints of earlier versions named schedule, T and prediction apart; they load into the same diffusion only."""
     from ddpm_helpers.weights import read_weights, write_atomic
