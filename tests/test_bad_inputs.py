@@ -185,6 +185,7 @@ def test_damaged_mnist_files_name_the_files(tmp_path, damage):
 
 # an interrupted training run ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_interrupt_between_steps_keeps_every_loss(monkeypatch):
     cfg = dh.TINY
     data = dh.load_mnist("train", cfg)

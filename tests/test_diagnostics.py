@@ -150,6 +150,7 @@ def test_the_per_pixel_baseline_scores_its_own_expected_loss():
     assert bands[0].baseline > bands[-1].baseline  # little noise: every pixel's value is in x_t, most of eps is not
 
 
+@pytest.mark.slow
 def test_loss_by_timestep_reads_the_x0_error_through_the_snr():
     model = dh.diagnostics.PerPixelGaussian(IMAGES, S)
     band = dh.diagnostics.loss_by_timestep(model, IMAGES, S, num_bands=1000, generator=torch.Generator().manual_seed(0))[500]

@@ -88,7 +88,7 @@ def test_clip_x0_is_an_interval(schedule):
         assert float(step(x_t, t, t - 1, -x_t, schedule, clip_x0=(-0.5, 0.25)).x0_hat.max()) == 0.25
 
 
-@pytest.mark.parametrize("method,num_steps,eta", [("ddpm", None, None), ("ddim", 5, 0.0), ("ddim", 5, 0.5)])
+@pytest.mark.parametrize("method,num_steps,eta", [pytest.param("ddpm", None, None, marks=pytest.mark.slow), ("ddim", 5, 0.0), ("ddim", 5, 0.5)])
 def test_samplers_are_deterministic_under_a_generator(tiny_unet, method, num_steps, eta):
     schedule = dh.make_schedule("cosine", 20)
     torch.nn.init.normal_(tiny_unet.head[-1].weight, std=0.1)
@@ -412,6 +412,7 @@ def test_noise_level_spacings(schedule, spacing):
     assert spec.steps(1000, schedule) == dh.timesteps(1000, 10, spacing, schedule=schedule)
 
 
+@pytest.mark.slow
 def test_iterate_sampler_passes_spacing_and_variance(tiny_unet):
     schedule = dh.make_schedule("linear", 50)
     x_T = torch.randn(1, 1, 32, 32)

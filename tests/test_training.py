@@ -92,6 +92,7 @@ def test_a_step_planned_run_uses_the_closed_form_learning_rate(cfg, schedule):
     assert rates[-1] == pytest.approx(1e-3 / (N * fraction))  # the last step: lr / (N · fraction); float64, rel 1e-6 default
 
 
+@pytest.mark.slow
 def test_the_plan_not_num_train_steps_sets_the_learning_rate(cfg, schedule):
     """A run planned for N steps cools down over those N, whatever config.num_train_steps says."""
     short = cfg.replace(train=cfg.train.replace(num_train_steps=1))
@@ -154,6 +155,7 @@ def test_checkpoint_round_trips(tmp_path, cfg, schedule, data):
     assert torch.equal(restored.generator.get_state(), state.generator.get_state())
 
 
+@pytest.mark.slow
 def test_resumed_training_continues_exactly(tmp_path, cfg, schedule, data):
     """Interrupt after 2 steps, resume from the checkpoint: steps 3-4 match an uninterrupted run."""
     train_set, _ = data
@@ -183,6 +185,7 @@ def test_resume_or_init_starts_a_planned_run_and_refuses_a_directory(tmp_path, c
         dh.resume_or_init(tmp_path, dh.UNet(cfg.unet), cfg.diffusion, cfg.train)
 
 
+@pytest.mark.slow
 def test_loading_a_checkpoint_leaves_the_global_rng_alone(tmp_path, cfg, schedule, data):
     state = fresh_state(cfg)
     dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=2, progress=False)
@@ -196,6 +199,7 @@ def test_loading_a_checkpoint_leaves_the_global_rng_alone(tmp_path, cfg, schedul
     assert torch.equal(torch.get_rng_state(), before)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_network_schedule_or_loss_is_refused(tmp_path, cfg, schedule):
     state = fresh_state(cfg)
     path = tmp_path / "run.pt"
@@ -293,6 +297,7 @@ def test_train_refuses_non_finite_data_and_zero_one_images(cfg, schedule, images
         dh.train(fresh_state(cfg), dh.ImageSet(images, torch.zeros(len(images), dtype=torch.long)), dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, num_steps=1, progress=False)
 
 
+@pytest.mark.slow
 def test_training_stops_at_a_non_finite_loss_and_keeps_the_last_good_checkpoint(cfg, schedule, tmp_path):
     train_set = dh.load_mnist("train", cfg, num_images=64)
     state = fresh_state(cfg)
