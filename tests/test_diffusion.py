@@ -80,8 +80,8 @@ def test_posterior_matches_monte_carlo_of_the_chain(schedule):
     coef = torch.linalg.lstsq(design, x_prev.flatten().double().unsqueeze(1)).solution.flatten()
     residual_var = float((x_prev.flatten().double() - design @ coef).var())
     # Least-squares standard errors: slope √(σ²_res / (n·var x_t)), intercept ≈ √(σ²_res / n)·√(1 + mean²/var)
-    # (about 2e-4 each here); 8 of them is far beyond chance (a 1-in-10¹⁵ event) yet tight enough that a
-    # coefficient off by 1e-3 fails. The residual variance has relative standard error √(2/n) ≈ 0.0032:
+    # (about 2e-4 each here); 8 of them (≈ 1.6e-3) is far beyond chance (a 1-in-10¹⁵ event), yet a
+    # coefficient off by 2e-3 fails. The residual variance has relative standard error √(2/n) ≈ 0.0032:
     # rel = 0.02 is 6 of them. The float32 draws add rounding of order u, negligible beside these.
     x_t_var, x_t_mean = float(x_t.double().var()), float(x_t.double().mean())
     se_slope = (residual_var / (n * x_t_var)) ** 0.5
