@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.special import log_ndtr
 
-from .checks import check_images, check_positive_int, check_signed_range, check_timesteps
+from .checks import check_images, check_positive_int, check_signed_range, check_timesteps, read_back
 from .diffusion import MNIST_PIXELS, posterior_mean_var, predict_x0, q_sample
 from .schedules import NoiseSchedule, per_sample
 from .steps import VARIANCES
@@ -86,7 +86,8 @@ def discretized_gaussian_log_likelihood(x0: torch.Tensor, mean: torch.Tensor, lo
     """
     if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
         raise ValueError(f"x0 must be a floating torch.Tensor, got {getattr(x0, 'dtype', type(x0).__name__)}")
-    if x0.numel() and (float(x0.min()) < -1 - 1e-4 or float(x0.max()) > 1 + 1e-4):
+    low, high = read_back(torch.stack([x0.min(), x0.max()])) if x0.numel() else (-1.0, 1.0)  # one device read, counted
+    if low < -1 - 1e-4 or high > 1 + 1e-4:
         raise ValueError(f"x0 must lie in [-1, 1], got values in [{float(x0.min()):.3g}, {float(x0.max()):.3g}]")
     try:
         torch.broadcast_shapes(x0.shape, torch.as_tensor(mean).shape, torch.as_tensor(log_scale).shape)

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from .checks import check_finite, check_images, values_checked
+from .checks import check_finite, check_images, read_back, values_checked
 
 MODEL_RANGE = (-1.0, 1.0)
 
@@ -44,13 +44,13 @@ def check_model_images(x: torch.Tensor, name: str, *, value_range: tuple[float, 
         return
     check_finite(x, name)
     low, high = value_range or MODEL_RANGE
-    x_min, x_max = float(x.min()), float(x.max())
+    x_min, x_max = read_back(torch.stack([x.min(), x.max()]))  # one device read, counted
     if x_min < low - 1e-4 or x_max > high + 1e-4:
         hint = "use dh.to_model_range on [0, 1] images"
         if value_range is None and x_min >= 0 and x_max <= 255 + 1e-4:
             hint = "these look like [0, 255] pixels: convert them with x / 127.5 - 1"
         raise ValueError(f"{name} must lie in [{low:g}, {high:g}] ({hint}), got values in [{x_min:.3g}, {x_max:.3g}]")
-    if value_range is None and x_min >= 0 and bool((x.flatten(1).amax(1) > x.flatten(1).amin(1)).any()):
+    if value_range is None and x_min >= 0 and read_back((x.flatten(1).amax(1) > x.flatten(1).amin(1)).any()):
         raise ValueError(
             f"{name} must lie in [-1, 1] with black at -1, but no value is negative while some image varies "
             f"(range [{x_min:.3g}, {x_max:.3g}]): these look like [0, 1] images; convert them with dh.to_model_range. "
