@@ -162,7 +162,7 @@ def check_batch(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must hold at least one item, got an empty batch of shape {tuple(x.shape)}")
 
 
-def _check_indices(x: torch.Tensor, batch_size: int, low: int, high: int, name: str, noun: str, hint: str = "") -> None:
+def _check_indices(x: torch.Tensor, batch_size: int, low: int, high: int | None, name: str, noun: str, hint: str = "") -> None:
     """``x`` must be a (batch_size,) integer tensor with values in [low, high): labels and timesteps
     share this contract. The values are checked only outside :func:`validated` (checking them
     synchronises with the device)."""
@@ -172,14 +172,14 @@ def _check_indices(x: torch.Tensor, batch_size: int, low: int, high: int, name: 
         raise ValueError(f"{name} must have shape ({batch_size},), one {noun} per item, got shape {tuple(x.shape)}")
     if x.is_floating_point() or x.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor of {noun}s, got dtype {x.dtype}")
-    if not values_checked() and x.numel():
+    if high is not None and not values_checked() and x.numel():
         smallest, largest = read_back(torch.stack([x.min(), x.max()]))
         if smallest < low or largest >= high:
             raise ValueError(f"{name} must hold {noun}s in [{low}, {high - 1}]{hint}, got values in [{smallest}, {largest}]")
 
 
-def check_labels(y: torch.Tensor, batch_size: int, num_labels: int, name: str = "y") -> None:
-    """``y`` must be a (B,) integer tensor of labels in [0, num_labels)."""
+def check_labels(y: torch.Tensor, batch_size: int, num_labels: int | None, name: str = "y") -> None:
+    """``y`` must be a (B,) integer tensor of labels in [0, num_labels) (None: any values)."""
     _check_indices(y, batch_size, 0, num_labels, name, "label")
 
 

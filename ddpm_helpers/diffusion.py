@@ -33,7 +33,7 @@ def check_model_labels(model: nn.Module, y: torch.Tensor, batch_size: int, *, nu
     if num_classes is _NO_ATTRIBUTE:
         if guided:
             raise ValueError(f"guidance needs the model's null class, but {type(model).__name__} has no num_classes; give the model a num_classes attribute or use guidance_scale=1")
-        check_labels(y, batch_size, torch.iinfo(torch.long).max)  # shape and dtype; the range is the model's own
+        check_labels(y, batch_size, None)  # shape and dtype; the range is the model's own
         return y.long()
     return check_class_labels(y, batch_size, num_classes, null_allowed=null_allowed)
 

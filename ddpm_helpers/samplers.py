@@ -245,9 +245,9 @@ def iterate_sampler(
     last state has been yielded.
     """
     check_batch(x_T, "x_T")
-    if tuple(x_T.shape[1:]) != tuple(getattr(space, "shape", ())):
-        raise ValueError(f"x_T must have shape (B, {', '.join(map(str, getattr(space, 'shape', ())))}) for this data space, got {tuple(x_T.shape)}")
     y = _check_call(model, x_T.shape[0], space, spec, y, guidance_scale, step)
+    if tuple(x_T.shape[1:]) != space.shape:
+        raise ValueError(f"x_T must have shape (B, {', '.join(map(str, space.shape))}) for this data space, got {tuple(x_T.shape)}")
     check_finite(x_T, "x_T")
     health = _Health(x_T.device)
     yield from _iterate(model, x_T, space, schedule, spec, y, guidance_scale, generator, step, health)
