@@ -32,7 +32,6 @@ KNOWN_TYPED: dict[str, int] = {
     "notebooks/06_latent": 156,
     "notebooks/07_conditional": 56,
     "notebooks/08_diagnostics": 63,
-    "notebooks/measuring_quality": 38,
 }
 
 
