@@ -54,11 +54,12 @@ class Prose:
     numbers: dict = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
 
-    def number(self, name: str, value: float | int | str, fmt: str = "") -> str:
+    def number(self, name: str, value: float | int | str, fmt: str = "") -> None:
         """Format ``value`` with ``fmt`` (a format spec, e.g. ``".2f"``, ``",d"``, ``".1%"``), glue the
-        text under ``name`` for the prose's ``{glue:text}`name``` and record it; returns the text.
+        text under ``name`` for the prose's ``{glue:text}`name``` and record it (:meth:`text` reads it back).
 
-        A name is glued once per run (a second use would make the prose ambiguous)."""
+        Nothing is returned, so a call on a cell's last line adds no output. A name is glued once per
+        run (a second use would make the prose ambiguous)."""
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"name must be letters, digits, '_', '.' or '-', starting with a letter, got {name!r}")
         if name in self.numbers:
@@ -73,7 +74,12 @@ class Prose:
             raise ValueError(f"fmt {fmt!r} cannot format the value {value!r} of {name!r}: {error}") from error
         self.numbers[name] = {"value": value, "text": text}
         glue(name, text)
-        return text
+
+    def text(self, name: str) -> str:
+        """The text glued under ``name``, as the prose shows it."""
+        if name not in self.numbers:
+            raise KeyError(f"no number is glued under {name!r}; glued so far: {sorted(self.numbers)}")
+        return self.numbers[name]["text"]
 
     def claim(self, text: str, holds: object, **evidence: float | int | str | None) -> bool:
         """Record the comparison ``text`` and whether it ``holds`` (a bool computed from the run's numbers,

@@ -57,9 +57,12 @@ def test_typed_numbers_ignores_glue_maths_code_links_and_the_allowed():
 
 def test_a_number_is_formatted_recorded_and_named_once():
     prose = dh.claims.Prose(enforce=True)
-    assert prose.number("fid", 1.4512, ".2f") == "1.45"
-    assert prose.number("images", 11823, ",d") == "11,823"
-    assert prose.number("share", 0.893, ".1%") == "89.3%"
+    assert prose.number("fid", 1.4512, ".2f") is None  # nothing to display when it ends a cell
+    prose.number("images", 11823, ",d")
+    prose.number("share", 0.893, ".1%")
+    assert [prose.text(name) for name in ("fid", "images", "share")] == ["1.45", "11,823", "89.3%"]
+    with pytest.raises(KeyError, match="no number is glued under 'kid'"):
+        prose.text("kid")
     assert prose.results()["numbers"] == {"fid": 1.4512, "images": 11823, "share": 0.893}
     with pytest.raises(ValueError, match="already glued"):
         prose.number("fid", 2.0)
