@@ -81,9 +81,10 @@ class Prose:
             raise KeyError(f"no number is glued under {name!r}; glued so far: {sorted(self.numbers)}")
         return self.numbers[name]["text"]
 
-    def claim(self, text: str, holds: object, **evidence: float | int | str | None) -> bool:
+    def claim(self, text: str, holds: object, **evidence: float | int | str | None) -> None:
         """Record the comparison ``text`` and whether it ``holds`` (a bool computed from the run's numbers,
-        given as ``evidence``, where None marks a number this run did not measure); in an enforced run a false claim raises :class:`FalseClaim` with the text."""
+        given as ``evidence``, where None marks a number this run did not measure); in an enforced run a false claim raises :class:`FalseClaim` with the text.
+        Nothing is returned (a call on a cell's last line adds no output); :meth:`results` holds the verdicts."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text must be the sentence the claim supports, got {text!r}")
         if not isinstance(holds, bool):
@@ -96,7 +97,6 @@ class Prose:
         self.claims.append(Claim(text, holds, dict(evidence)))
         if not holds and self.enforce:
             raise FalseClaim(f"the run does not support the claim {text!r} (evidence: {evidence}); change the prose or find out why the numbers moved")
-        return holds
 
     def results(self) -> dict:
         """The numbers and claims, for the ``results`` of ``dh.provenance.record``."""
