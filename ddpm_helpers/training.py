@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
-from .checks import check_class_labels, check_data, check_fraction, check_positive_int
+from .checks import check_class_labels, check_data, check_fraction, check_positive_int, validated
 from .data import ImageSet
 from .diffusion import DataSpace, _ddpm_loss
 from .runtime import all_average, any_process, world
@@ -83,11 +83,9 @@ def train_step(
         raise ValueError(f"the batch size ({x0.shape[0]}) must be divisible by the number of processes ({size})")
     t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=state.generator)
     eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=state.generator)
-    if y is not None:
-        num_classes = num_classes_of(model)
-        if num_classes is None:
-            raise ValueError("labels y were given but the model is unconditional (it has no num_classes)")
-        y = drop_labels(y, num_classes, config.label_dropout, state.generator)
+    if y is not None:  # its values are read here only when called by hand: train() checked its labels once, then steps inside validated()
+        y = check_class_labels(y, x0.shape[0], num_classes_of(model), "y")
+        y = drop_labels(y, num_classes_of(model), config.label_dropout, state.generator)
     mine = slice(rank * x0.shape[0] // size, (rank + 1) * x0.shape[0] // size)
     model.train()
     for group in optimizer.param_groups:
@@ -259,7 +257,8 @@ def _loop(state, images, labels, schedule, config, diffusion, target, val_set, c
     out_of_time = clock.stop != float("inf") and any_process(state.elapsed >= clock.stop, device)
     while state.step < target and not out_of_time:
         index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
-        train_step(state, images[index], schedule, config, None if labels is None else labels[index], diffusion=diffusion)
+        with validated():  # the labels were checked once by train()
+            train_step(state, images[index], schedule, config, None if labels is None else labels[index], diffusion=diffusion)
         state.elapsed = clock.now()
         bar.update(1)
         out_of_time, at_point = clock.reached(state)

@@ -318,3 +318,18 @@ def test_mixed_precision_uses_bf16_only_where_it_is_native(monkeypatch, capabili
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     assert dh.mixed_precision_dtype("cuda") == expected
     assert dh.mixed_precision_dtype("cpu") is None
+
+
+@pytest.mark.parametrize("y, phrase", [
+    (torch.tensor([0, 11]), "label"),          # beyond the null class: failed inside torch's embedding
+    (torch.tensor([0, 10]), "null class"),     # the null class itself: trained silently as an unconditional batch
+    (torch.tensor([-1, 3]), "label"),
+    (torch.tensor([1, 2, 3]), "y"),            # one label too many for the batch
+])
+def test_train_step_called_by_hand_checks_its_labels(cfg, schedule, y, phrase):
+    model = dh.UNet(cfg.unet.replace(num_classes=10))
+    state = dh.init_train_state(model, cfg.train)
+    x0 = torch.rand(2, 1, 32, 32) * 2 - 1
+    with pytest.raises(ValueError, match=phrase):
+        dh.train_step(state, x0, schedule, cfg.train, y, diffusion=cfg.diffusion)
+    assert state.step == 0 and not state.in_step  # refused before anything moved
