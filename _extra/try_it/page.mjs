@@ -154,8 +154,12 @@ let running = false, loaded = false;
  *  DDIM with η > 0) the starting and per-step noise are injected (the test hook); otherwise they come
  *  from the seed. Returns the run's record. */
 async function run(options, { keepTrajectory = false, draw: drawSteps = true } = {}) {
-  const n = BATCH * SIZE * SIZE, normal = gaussian(options.seed ?? 0);
-  const xT = options.xT ?? normal(n), noise = options.noise ?? (() => normal(n));
+  const normal = gaussian(options.seed ?? 0);
+  const xT = options.xT ?? normal(BATCH * SIZE * SIZE), n = xT.length;
+  if (n % (SIZE * SIZE) !== 0 || (drawSteps && n !== BATCH * SIZE * SIZE)) {
+    throw new Error(`xT must hold B·${SIZE * SIZE} values (B = ${BATCH} when drawn), got ${n}`);
+  }
+  const noise = options.noise ?? (() => normal(n));
   const counter = { seconds: 0, calls: 0 }, trajectory = [];
   const started = performance.now();
   let last = null;

@@ -123,6 +123,13 @@ export async function* iterateSampler(network, xT, numbers, { method, numSteps, 
   if (!(guidance >= 0 && Number.isFinite(guidance))) throw new Error(`guidance must be a finite number >= 0, got ${guidance}`);
   if (guidance !== 1 && labels === null) throw new Error(`guidance=${guidance} needs labels (it mixes conditional and unconditional predictions)`);
   if (eta > 0 && typeof noise !== "function") throw new Error("DDIM with eta > 0 needs noise(stepIndex)");
+  const perSample = numbers.shape.reduce((a, v) => a * v, 1);
+  if (!(xT instanceof Float32Array) || xT.length === 0 || xT.length % perSample !== 0) {
+    throw new Error(`xT must be a Float32Array of B·${perSample} values (B images of shape ${numbers.shape}), got ${xT && xT.length}`);
+  }
+  if (labels !== null && labels.length * perSample !== xT.length) {
+    throw new Error(`labels must hold one label per sample (${xT.length / perSample}), got ${labels.length}`);
+  }
   let x = xT, previous = null;
   for (let i = 0; i < steps.length; i++) {
     const t = steps[i], tPrev = i + 1 < steps.length ? steps[i + 1] : -1;
