@@ -33,18 +33,21 @@ from time_to_quality import real_reference
 SMOKE_STEPS, SMOKE_SAMPLES = 4, 200
 
 
-def judge_seeds(model, schedule, reference, cfg: dh.Config, first: dict, num_seeds: int) -> dict:
-    """Judge the final weights again with sampling seeds ``cfg.seed + 1, ...``; ``first`` is the judgement at ``cfg.seed``.
+def judge_seeds(model, schedule, reference, cfg: dh.Config, first: dict | None, num_seeds: int, spec: dh.SamplerSpec | None = None) -> dict:
+    """Judge the final weights with sampling seeds ``cfg.seed, cfg.seed + 1, ...`` with ``spec`` (default
+    ``cfg.judge``); ``first`` is the judgement at ``cfg.seed`` when it was already made.
 
     One judgement's confident share has a sampling error of about ±1 point at 1,000 samples; the
     mean over seeds, and their spread, say how much of a difference between runs is the sampler's luck.
     """
-    per_seed = [{"seed": cfg.seed, "fid": first["fid"], "confident_fraction": first["confident_fraction"], "min_class_share": first["min_class_share"]}]
-    for seed in range(cfg.seed + 1, cfg.seed + num_seeds):
-        report, _ = dh.evaluation.sample_quality(model, schedule, reference, cfg.judge, seed=seed, batch_size=cfg.sample_batch_size)
+    spec = spec or cfg.judge
+    per_seed = [] if first is None else [
+        {"seed": cfg.seed, "fid": first["fid"], "confident_fraction": first["confident_fraction"], "min_class_share": first["min_class_share"]}]
+    for seed in range(cfg.seed + len(per_seed), cfg.seed + num_seeds):
+        report, _ = dh.evaluation.sample_quality(model, schedule, reference, spec, seed=seed, batch_size=cfg.sample_batch_size)
         per_seed.append({"seed": seed, "fid": round(report.fid, 2), "confident_fraction": round(report.confident_fraction, 4),
                          "min_class_share": report.min_class_share})
-        print(f"  sampling seed {seed}: FID {report.fid:6.2f}, confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
+        print(f"  {spec}, sampling seed {seed}: FID {report.fid:6.2f}, confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
 
     def spread(key: str) -> dict[str, float]:
         values = [row[key] for row in per_seed]
@@ -61,15 +64,21 @@ def main() -> None:
     plan.add_argument("--minutes", type=float, help="plan the run by training time")
     plan.add_argument("--steps", type=int, help=f"plan the run by optimiser steps (--smoke: {SMOKE_STEPS} by default)")
     p.add_argument("--eval-at", type=float, nargs="*", default=[], help="minutes of training at which to judge, besides the end")
+    p.add_argument("--eval-at-steps", type=int, nargs="*", default=[], help="optimiser steps at which to judge, besides the end")
     p.add_argument("--samples", type=int, default=None, help=f"samples per judgement (default 1000; --smoke: {SMOKE_SAMPLES})")
     p.add_argument("--final-seeds", type=int, default=1,
                    help="sampling seeds for the judgement of the final weights (seed, seed+1, ...): more seeds narrow its spread")
+    p.add_argument("--second-judge", default=None, metavar="METHOD-STEPS",
+                   help="also judge the final weights with this sampler over the same seeds, e.g. dpm-solver++-sde-20")
+    p.add_argument("--save-weights", type=Path, default=None, help="write the final EMA weights here (a state dict)")
     p.add_argument("--device", default=None)
     p.add_argument("--results", type=Path, default=None, help="folder for the JSON results (default: benchmarks/results; a temporary folder for --smoke)")
     p.add_argument("--smoke", action="store_true", help="the smallest run: tiny config and the shipped MNIST subset, seconds")
     args = p.parse_args()
     if args.final_seeds < 1:
         p.error(f"--final-seeds must be at least 1 (the judgement at the config's seed), got {args.final_seeds}")
+    if args.second_judge and args.final_seeds < 2:
+        p.error(f"--second-judge compares spreads over seeds: it needs --final-seeds 2 or more, got {args.final_seeds}")
     if args.minutes is None and args.steps is None:
         if not args.smoke:
             p.error("plan the run with --minutes or --steps")
@@ -101,7 +110,7 @@ def main() -> None:
               f"confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
 
     dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, on_eval=judge,
-             eval_at_seconds=[60 * minutes for minutes in args.eval_at], progress=False)
+             eval_at_seconds=[60 * minutes for minutes in args.eval_at], eval_at_steps=args.eval_at_steps, progress=False)
     if not rows or rows[-1]["steps"] != state.step:  # the end, unless an --eval-at minute fell on it
         judge(state)
     results = {"name": args.name, "changes": args.changes, "config": cfg.to_dict(), "sampler": str(cfg.judge),
@@ -116,6 +125,17 @@ def main() -> None:
         fid, confident = results["final_seeds"]["fid"], results["final_seeds"]["confident_fraction"]
         summary += (f"; over sampling seeds {cfg.seed}-{cfg.seed + args.final_seeds - 1}: FID {fid['mean']:.2f} ± {fid['sd']:.2f}, "
                     f"confident {confident['mean']:.1%} ± {confident['sd']:.1%}")
+    if args.second_judge:
+        method, _, steps = args.second_judge.rpartition("-")
+        second = dh.SamplerSpec(method, num_steps=int(steps))
+        results["second_judge"] = {"sampler": str(second), **judge_seeds(judged(state.ema.model, cfg, schedule), schedule, reference, cfg, None,
+                                                                         args.final_seeds, second)}
+        fid, confident = results["second_judge"]["fid"], results["second_judge"]["confident_fraction"]
+        summary += f"; {second}: FID {fid['mean']:.2f} ± {fid['sd']:.2f}, confident {confident['mean']:.1%} ± {confident['sd']:.1%}"
+    if args.save_weights:
+        args.save_weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state.ema.model.state_dict(), args.save_weights)
+        results["saved_weights"] = str(args.save_weights)
     save(f"recipe_{args.name}", device, args, results, summary)
 
 

@@ -21,6 +21,9 @@ from .ema import EMA
 from .runtime import mixed_precision_dtype
 
 
+TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
+
+
 @dataclass(frozen=True)
 class TrainConfig(ConfigMixin):
     """How a diffusion model is trained (chosen for time to quality on two CPU cores; see 04_training).
@@ -37,6 +40,9 @@ class TrainConfig(ConfigMixin):
     loss_type: str = "l2"
     loss_weighting: str = "uniform"  # or "min_snr": min(SNR, gamma) / SNR per timestep (diffusion.loss_weights)
     min_snr_gamma: float = 5.0
+    timestep_sampling: str = "uniform"  # or "logit_normal": t = ⌊T·sigmoid(m + s·z)⌋, z ~ N(0, 1) (Esser et al. 2024)
+    timestep_logit_mean: float = 0.0  # m: where the logit-normal draws centre (0: the middle of the chain)
+    timestep_logit_std: float = 1.0  # s: how widely they spread
     label_dropout: float = 0.1  # conditional models: share of labels replaced by the null class
     eval_every: int = 250
     checkpoint_every: int = 500
@@ -56,6 +62,9 @@ class TrainConfig(ConfigMixin):
         check_choice(self.loss_type, LOSS_TYPES, "train.loss_type")
         check_choice(self.loss_weighting, LOSS_WEIGHTINGS, "train.loss_weighting")
         check_fraction(self.min_snr_gamma, "train.min_snr_gamma", low=0.0, high=float("inf"), include_low=False)
+        check_choice(self.timestep_sampling, TIMESTEP_SAMPLINGS, "train.timestep_sampling")
+        check_fraction(self.timestep_logit_mean, "train.timestep_logit_mean", low=-float("inf"), high=float("inf"))
+        check_fraction(self.timestep_logit_std, "train.timestep_logit_std", low=0.0, high=float("inf"), include_low=False)
         if not isinstance(self.channels_last, bool):
             raise ValueError(f"train.channels_last must be True or False, got {self.channels_last!r}")
 

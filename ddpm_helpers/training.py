@@ -34,6 +34,22 @@ def loss_options(config: TrainConfig, diffusion: DiffusionConfig) -> dict:
     return {"loss_type": config.loss_type, "prediction": diffusion.prediction, "weighting": config.loss_weighting, "min_snr_gamma": config.min_snr_gamma}
 
 
+def draw_timesteps(n: int, T: int, config: TrainConfig, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The n training timesteps of one batch, (n,) int64 in [0, T), drawn as ``config.timestep_sampling`` says.
+
+    ``uniform``: every t equally often, as Ho et al. (2020). ``logit_normal``: t = ⌊T·sigmoid(m + s·z)⌋
+    with z ~ N(0, 1), m = ``timestep_logit_mean`` and s = ``timestep_logit_std``, so
+    P(t ≤ k) = Φ((logit((k + 1)/T) − m)/s): the middle of the chain, where the loss can still
+    move, is drawn more often than its ends (Esser et al. 2024). The drawing changes which
+    timesteps the gradient sees, not the weight each one has in the loss.
+    """
+    if config.timestep_sampling == "uniform":
+        return torch.randint(0, T, (n,), device=device, generator=generator)
+    z = torch.randn((n,), device=device, generator=generator, dtype=torch.float64)
+    u = torch.sigmoid(config.timestep_logit_mean + config.timestep_logit_std * z)
+    return (u * T).long().clamp(max=T - 1)
+
+
 def check_diffusion(diffusion: DiffusionConfig, schedule: NoiseSchedule) -> None:
     """``diffusion`` must be a :class:`DiffusionConfig` that describes ``schedule`` (same name and T)."""
     if not isinstance(diffusion, DiffusionConfig):
@@ -81,7 +97,7 @@ def train_step(
     rank, size = world()
     if x0.shape[0] % size:
         raise ValueError(f"the batch size ({x0.shape[0]}) must be divisible by the number of processes ({size})")
-    t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device, generator=state.generator)
+    t = draw_timesteps(x0.shape[0], schedule.T, config, state.generator, x0.device)
     eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=state.generator)
     if y is not None:  # its values are read here only when called by hand: train() checked its labels once, then steps inside validated()
         y = check_class_labels(y, x0.shape[0], num_classes_of(model), "y")
