@@ -2,6 +2,7 @@
 
     python scripts/export_onnx.py                 # into _extra/try_it/models/ (the book build copies it to the site)
     python scripts/export_onnx.py --out DIR       # anywhere else
+    python scripts/export_onnx.py --weights DIR   # models saved by dh.save_pretrained elsewhere (the tests)
 
 What it writes, from whatever ``ddpm_helpers/weights/`` holds now (run it again after new weights
 are published; nothing here is committed):
@@ -40,6 +41,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +116,10 @@ def store_weights_in_half(graph_path: Path) -> dict:
 
 def export(module: nn.Module, inputs: tuple, names: list[str], output: str, path: Path, opset: int) -> None:
     dynamic = {name: {0: "batch"} for name in [*names, output]}
-    with validated(), torch.no_grad():  # the example inputs are valid: no value checks traced into the graph
+    # The tracer warns about the networks' Python shape checks, which it evaluates once on the example
+    # (they pass) and leaves out of the graph; that the graph takes other batch sizes is checked by verify().
+    with validated(), torch.no_grad(), warnings.catch_warnings():  # the example inputs are valid: no value checks traced into the graph
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(module, inputs, str(path), opset_version=opset, dynamo=False, input_names=names, output_names=[output],
                           dynamic_axes=dynamic, do_constant_folding=False)
 
@@ -172,9 +177,15 @@ def sampler_numbers(model: nn.Module, diffusion: dh.DiffusionConfig) -> dict:
             "null_class": num_classes}
 
 
-def export_all(out: Path, *, opset: int = OPSET, tolerance: float = TOLERANCE, log=print) -> dict:
-    """Export, store in half, verify, and write sampler.json and card.json into ``out``; returns the card."""
+def export_all(out: Path, *, weights: Path = WEIGHTS_DIR, opset: int = OPSET, tolerance: float = TOLERANCE, log=print) -> dict:
+    """Export the models ``unconditional`` and ``conditional`` of the folder ``weights`` and the
+    classifier (that folder's ``mnist_classifier``, else the shipped one), store their weights in half,
+    verify them, and write sampler.json and card.json into ``out``; returns the card."""
     import onnx
+
+    weights = Path(weights)
+    if not weights.is_dir():
+        raise ValueError(f"weights must be a folder of models saved by dh.save_pretrained, got {weights} (not a folder)")
 
     out.mkdir(parents=True, exist_ok=True)
     card = {"format": 1, "opset": opset, "onnx": onnx.__version__, "weights": "float16 initializers cast to float32 at load: lossless, the shipped weights are half precision",
@@ -184,21 +195,27 @@ def export_all(out: Path, *, opset: int = OPSET, tolerance: float = TOLERANCE, l
     for name, source in sources:
         start = time.perf_counter()
         if source == CLASSIFIER_NAME:
-            module, T, source_card = dh.load_classifier(), None, dh.classifier_card()
+            folder = weights if (weights / f"{CLASSIFIER_NAME}.pt").is_file() else WEIGHTS_DIR
+            module = dh.load_classifier(weights=folder / f"{CLASSIFIER_NAME}.pt", card_path=folder / f"{CLASSIFIER_NAME}.json")
+            T, source_card = None, dh.classifier_card(folder / f"{CLASSIFIER_NAME}.json")
             example = check_inputs(name, module, None, 2, torch.Generator().manual_seed(1))
             names, output = ["x"], "logits"
         else:
-            model, diffusion = dh.load_pretrained(source)
+            folder = weights
+            model, diffusion = dh.load_pretrained(source, directory=folder)
             if diffusion is None:
                 raise ValueError(f"{source!r} is not a diffusion model (it has no diffusion config)")
+            network = model.model.config if isinstance(model, dh.EpsFromV) else model.config
+            if (network.image_channels, network.image_size, network.image_size) != dh.MNIST_PIXELS.shape:
+                raise ValueError(f"{source!r} draws images of shape {(network.image_channels, network.image_size, network.image_size)}; the page draws {dh.MNIST_PIXELS.shape}")
             module = EpsNetwork(model, conditional=getattr(model, "num_classes", None) is not None).eval()
             if (name == "conditional") != module.conditional:
                 raise ValueError(f"the shipped {source!r} model is {'' if module.conditional else 'not '}class-conditional, unlike its name says")
-            T, source_card = diffusion.T, dh.pretrained_card(source)
+            T, source_card = diffusion.T, dh.pretrained_card(source, folder)
             example = check_inputs(name, model, T, 2, torch.Generator().manual_seed(1))
             names, output = list(example), "eps_hat"
             sampler["models"][name] = sampler_numbers(model, diffusion)
-        weights_file = WEIGHTS_DIR / f"{source}.pt"
+        weights_file = folder / f"{source}.pt"
         if sha256_of(weights_file) != source_card.sha256:  # the loader checked this too; say which bytes were exported
             raise ValueError(f"{weights_file} does not have the SHA-256 its card records")
         with tempfile.TemporaryDirectory(dir=out) as tmp:  # written whole, then moved into place
@@ -224,6 +241,7 @@ def export_all(out: Path, *, opset: int = OPSET, tolerance: float = TOLERANCE, l
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder to write into (default: {DEFAULT_OUT.relative_to(ROOT)})")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder of the models to export (default: the shipped ones)")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"largest max |Δ| allowed between onnxruntime and PyTorch (default {TOLERANCE:g})")
     args = parser.parse_args(argv)
@@ -231,6 +249,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--opset must lie in [7, 23] (the exporter's range; the page is tested with {OPSET}), got {args.opset}")
     if not (args.tolerance > 0 and np.isfinite(args.tolerance)):
         parser.error(f"--tolerance must be a positive finite number, got {args.tolerance}")
+    if not args.weights.is_dir():
+        parser.error(f"--weights must be a folder of models saved by dh.save_pretrained, got {args.weights} (no such folder)")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out must be a folder, got the file {args.out}")
     return args
@@ -246,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     torch.set_num_threads(1)
     start = time.perf_counter()
-    export_all(args.out, opset=args.opset, tolerance=args.tolerance)
+    export_all(args.out, weights=args.weights, opset=args.opset, tolerance=args.tolerance)
     print(f"ONNX export and checks: {time.perf_counter() - start:.1f} s, into {args.out}")
     return 0
 
