@@ -190,6 +190,7 @@ class Recorder(torch.nn.Module):
         return self.eps[-1]
 
 
+@functools.lru_cache(maxsize=None)  # two tests read each case's run; nothing modifies it
 def package_trajectory(case: str, seed: int = 0):
     """dh.sample's run, step by step: x_T and the per-step noise drawn from one seeded generator in the
     order dh.sample draws them, and every state (t, x, x0_hat) with the ε̂ that made it."""

@@ -120,6 +120,9 @@ def export(module: nn.Module, inputs: tuple, names: list[str], output: str, path
     # (they pass) and leaves out of the graph; that the graph takes other batch sizes is checked by verify().
     with validated(), torch.no_grad(), warnings.catch_warnings():  # the example inputs are valid: no value checks traced into the graph
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the TorchScript exporter, on purpose: torch's newer exporter needs onnxscript, one more
+        # dependency, for no gain on this network (the check below measures the result either way)
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
         torch.onnx.export(module, inputs, str(path), opset_version=opset, dynamo=False, input_names=names, output_names=[output],
                           dynamic_axes=dynamic, do_constant_folding=False)
 
