@@ -10,6 +10,9 @@ Chapters import it as ``import ddpm_helpers as dh``. The rule for what lives whe
   KID, SSIM, PSNR, class scores), ``dh.elbo`` (the variational bound, term by term),
   ``dh.evaluation`` (judging a model by its samples against a real reference) and ``dh.latent``
   (moving between images and scaled latents). A chapter writes ``dh.metrics.fid(...)``.
+* Flow matching (``flow.py``: the interpolant, velocity networks, Euler/Heun steps) is flat like
+  the diffusion it sits beside; so is its judge, ``flow_sample_quality``, the flow's counterpart of
+  ``dh.evaluation.sample_quality``.
 
 Anything else (a name starting with ``_``, or not listed here) is internal and may change.
 """
@@ -22,6 +25,7 @@ from .config import FULL, TINY, Config, DataConfig, DiffusionConfig, TrainConfig
 from .data import ImageSet, load_mnist, to_model_range, to_pixel_range
 from .diffusion import MNIST_PIXELS, DataSpace, EpsFromV, Posterior, ddpm_loss, eps_from_v, loss_weights, posterior_mean_var, predict_eps, predict_x0, q_sample, v_target
 from .ema import EMA
+from .flow import Coupling, FlowConfig, FlowSamplerSpec, FlowState, VelocityNet, draw_flow_times, euler_step, flow_coordinates, flow_interpolant, flow_loss, flow_predictions, flow_sample_quality, heun_step, iterate_flow, sample_flow, velocity_target
 from .layers import ResBlock, SelfAttention, WSConv2d, make_downsample, timestep_embedding
 from .cards import ModelCard
 from .pretrained import LatentModel, Pretrained, load_latent_model, load_pretrained, pretrained_card, save_pretrained
@@ -39,6 +43,7 @@ from .weights import WEIGHTS_DIR
 from ._version import __version__
 
 __all__ = sorted([
+    "Coupling", "FlowConfig", "FlowSamplerSpec", "FlowState", "VelocityNet", "draw_flow_times", "euler_step", "flow_coordinates", "flow_interpolant", "flow_loss", "flow_predictions", "flow_sample_quality", "heun_step", "iterate_flow", "sample_flow", "velocity_target",
     "AttentionResBlock", "Autoencoder", "AutoencoderConfig", "COLORS", "ChannelAttention", "Config", "DIGIT_COLORS", "DataConfig",
     "DataSpace", "DiffusionConfig", "EMA", "EpsFromV", "FULL", "Generated", "History", "ImageSet", "LatentModel", "MNISTClassifier", "ModelCard", "MNIST_PIXELS",
     "NoiseSchedule", "Posterior", "Pretrained", "ResBlock", "SCHEDULE_COLORS", "STEPS", "SamplerSpec", "SamplerState",

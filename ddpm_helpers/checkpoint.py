@@ -13,15 +13,21 @@ import os
 
 from torch import nn
 
+from .flow import FlowConfig
 from .schedules import DiffusionConfig
 from .train_state import TrainConfig, TrainState, init_train_state, record_losses
 from .weights import read_weights, write_atomic
 
 
-def _identity(model: nn.Module, diffusion: DiffusionConfig, config: TrainConfig) -> dict:
-    """What a checkpoint must agree on: the network's config, the diffusion (with the prediction) and the loss."""
+def _identity(model: nn.Module, diffusion: DiffusionConfig | FlowConfig, config: TrainConfig) -> dict:
+    """What a checkpoint must agree on: the network's config, the diffusion (with the prediction) and the loss.
+    A flow model records its :class:`~ddpm_helpers.flow.FlowConfig` under ``flow`` instead of ``diffusion``,
+    so neither kind of checkpoint restores into the other (the difference names both fields)."""
+    if isinstance(diffusion, FlowConfig):
+        network = model.config.to_dict() if hasattr(model, "config") else {"class": type(model).__name__}
+        return {"network": network, "flow": diffusion.to_dict(), "loss_type": config.loss_type}
     if not isinstance(diffusion, DiffusionConfig):
-        raise ValueError(f"diffusion must be a dh.DiffusionConfig (e.g. cfg.diffusion), got {type(diffusion).__name__}")
+        raise ValueError(f"diffusion must be a dh.DiffusionConfig (e.g. cfg.diffusion), got {type(diffusion).__name__} (for flow matching: a dh.FlowConfig)")
     network = model.config.to_dict() if hasattr(model, "config") else {"class": type(model).__name__}
     return {"network": network, "diffusion": diffusion.to_dict(), "loss_type": config.loss_type,
             "loss_weighting": config.loss_weighting, "min_snr_gamma": config.min_snr_gamma}
@@ -37,9 +43,10 @@ def _saved_identity(identity: dict) -> dict:
 
 
 def _flat(identity: dict) -> dict:
-    """The identity with the diffusion's fields as ``diffusion.<field>``, so a difference names the field."""
-    rest = {key: value for key, value in identity.items() if key != "diffusion"}
-    return {**rest, **{f"diffusion.{key}": value for key, value in identity.get("diffusion", {}).items()}}
+    """The identity with the diffusion's (or flow's) fields as ``diffusion.<field>``, so a difference names the field."""
+    rest = {key: value for key, value in identity.items() if key not in ("diffusion", "flow")}
+    nested = {f"{part}.{key}": value for part in ("diffusion", "flow") for key, value in identity.get(part, {}).items()}
+    return {**rest, **nested}
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainState, diffusion: DiffusionConfig, config: TrainConfig) -> None:

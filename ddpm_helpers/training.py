@@ -18,9 +18,10 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
-from .checks import check_class_labels, check_data, check_fraction, check_positive_int, validated
+from .checks import check_class_labels, check_data, check_finite, check_fraction, check_positive_int, validated
 from .data import ImageSet
 from .diffusion import DataSpace, _ddpm_loss
+from .flow import Coupling, FlowConfig, _flow_loss, check_velocity_net, draw_flow_times
 from .runtime import all_average, any_process, world
 from .schedules import DiffusionConfig, NoiseSchedule
 from .train_state import History, TrainConfig, TrainState, learning_rate, record_losses
@@ -50,13 +51,37 @@ def draw_timesteps(n: int, T: int, config: TrainConfig, generator: torch.Generat
     return (u * T).long().clamp(max=T - 1)
 
 
-def check_diffusion(diffusion: DiffusionConfig, schedule: NoiseSchedule) -> None:
-    """``diffusion`` must be a :class:`DiffusionConfig` that describes ``schedule`` (same name and T)."""
+def check_diffusion(diffusion: DiffusionConfig | FlowConfig, schedule: NoiseSchedule | None) -> None:
+    """``diffusion`` must be a :class:`DiffusionConfig` that describes ``schedule`` (same name and T),
+    or a :class:`~ddpm_helpers.flow.FlowConfig` (flow matching), which has no noise schedule: then
+    ``schedule`` must be None."""
+    if isinstance(diffusion, FlowConfig):
+        if schedule is not None:
+            raise ValueError(f"a flow (diffusion=dh.FlowConfig(...)) has no noise schedule: pass schedule=None, got a {type(schedule).__name__}")
+        return
     if not isinstance(diffusion, DiffusionConfig):
-        raise ValueError(f"diffusion must be a dh.DiffusionConfig (e.g. cfg.diffusion), got {type(diffusion).__name__}")
+        raise ValueError(f"diffusion must be a dh.DiffusionConfig (e.g. cfg.diffusion), got {type(diffusion).__name__} (for flow matching: a dh.FlowConfig)")
+    if not isinstance(schedule, NoiseSchedule):
+        raise ValueError(f"schedule must be the dh.NoiseSchedule that diffusion describes (dh.make_schedule(diffusion.schedule, diffusion.T)), got {type(schedule).__name__}")
     if (schedule.name, schedule.T) != (diffusion.schedule, diffusion.T):
         raise ValueError(f"schedule ({schedule.name!r}, T={schedule.T}) must be the one diffusion describes ({diffusion.schedule!r}, T={diffusion.T}); "
                          f"build it with dh.make_schedule(diffusion.schedule, diffusion.T)")
+
+
+def check_flow_training(model: nn.Module, config: TrainConfig) -> None:
+    """What training a flow needs: a :class:`~ddpm_helpers.flow.VelocityNet` and unweighted loss
+    (min-SNR weighting is defined on the diffusion's timesteps; the flow loss weights every t alike)."""
+    check_velocity_net(model, "state.model")
+    if config.loss_weighting != "uniform":
+        raise ValueError(f"train.loss_weighting={config.loss_weighting!r} weights the diffusion's timesteps; the flow objective takes 'uniform' "
+                         f"(e.g. cfg.train.replace(loss_weighting='uniform'))")
+
+
+def _loss(model, x0, schedule, t, eps, y, config: TrainConfig, diffusion: DiffusionConfig | FlowConfig) -> torch.Tensor:
+    """The run's loss on checked inputs: the flow-matching loss for a flow, else the diffusion's."""
+    if isinstance(diffusion, FlowConfig):
+        return _flow_loss(model, x0, t=t, eps=eps, y=y, loss_type=config.loss_type)
+    return _ddpm_loss(model, x0, schedule, t=t, eps=eps, y=y, **loss_options(config, diffusion))
 
 
 def num_classes_of(model: nn.Module) -> int | None:
@@ -79,7 +104,8 @@ def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator: torch.Ge
 
 
 def train_step(
-    state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule, config: TrainConfig, y: torch.Tensor | None = None, *, diffusion: DiffusionConfig
+    state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule | None, config: TrainConfig, y: torch.Tensor | None = None, *,
+    diffusion: DiffusionConfig | FlowConfig, eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One optimisation step on the batch ``x0``; returns the batch's mean loss, detached.
 
@@ -90,15 +116,31 @@ def train_step(
     Under torchrun every process passes the same global batch and generator state and trains on
     its own contiguous slice, so W processes compute exactly the step of one process; alone, the
     slice is the whole batch. The network learns to output ``diffusion.prediction`` (eps or v).
+
+    With ``diffusion`` a :class:`~ddpm_helpers.flow.FlowConfig` (and ``schedule`` None) the step
+    trains flow matching instead: t ∈ (0, 1) from :func:`~ddpm_helpers.flow.draw_flow_times`, the
+    network a :class:`~ddpm_helpers.flow.VelocityNet`, the target eps − x0. ``eps`` given (the
+    noise paired with each image, for reflow; flows only) is used instead of fresh noise.
     """
     state.check_consistent()
     check_diffusion(diffusion, schedule)
+    is_flow = isinstance(diffusion, FlowConfig)
+    if is_flow:
+        check_flow_training(state.model, config)
+    elif eps is not None:
+        raise ValueError("eps (noise paired with the images) is for flow matching (reflow); a diffusion step draws its own")
     model, optimizer = state.model, state.optimizer
     rank, size = world()
     if x0.shape[0] % size:
         raise ValueError(f"the batch size ({x0.shape[0]}) must be divisible by the number of processes ({size})")
-    t = draw_timesteps(x0.shape[0], schedule.T, config, state.generator, x0.device)
-    eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=state.generator)
+    if is_flow:
+        t = draw_flow_times(x0.shape[0], config, state.generator, x0.device)
+    else:
+        t = draw_timesteps(x0.shape[0], schedule.T, config, state.generator, x0.device)
+    if eps is None:
+        eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=state.generator)
+    elif eps.shape != x0.shape:
+        raise ValueError(f"eps must have x0's shape {tuple(x0.shape)}, got {tuple(eps.shape)}")
     if y is not None:  # its values are read here only when called by hand: train() checked its labels once, then steps inside validated()
         y = check_class_labels(y, x0.shape[0], num_classes_of(model), "y")
         y = drop_labels(y, num_classes_of(model), config.label_dropout, state.generator)
@@ -108,7 +150,7 @@ def train_step(
         group["lr"] = learning_rate(state.step, config, state.progress)
     dtype = state.autocast_dtype
     with torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
-        loss = _ddpm_loss(model, x0[mine], schedule, t=t[mine], eps=eps[mine], y=None if y is None else y[mine], **loss_options(config, diffusion))
+        loss = _loss(model, x0[mine], schedule, t[mine], eps[mine], None if y is None else y[mine], config, diffusion)
     optimizer.zero_grad(set_to_none=True)
     state.in_step = True  # from here to the end of the step, an interrupt leaves the state half-updated
     if state.scaler is not None:
@@ -131,22 +173,26 @@ def train_step(
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule, config: TrainConfig, *, diffusion: DiffusionConfig) -> float:
+def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule | None, config: TrainConfig, *, diffusion: DiffusionConfig | FlowConfig) -> float:
     """The loss on the first ``config.num_val_loss_images`` validation items with t and eps fixed by
     ``config.seed``, so that successive evaluations differ only because the model changed (a
     conditional model gets the true labels, none dropped); the network's output is read as
-    ``diffusion.prediction``. Runs on the model's device."""
+    ``diffusion.prediction``. For a flow (``diffusion`` a FlowConfig), t ~ U(0, 1) whatever the
+    training draw, so runs with different timestep samplings are measured alike. Runs on the model's device."""
     check_diffusion(diffusion, schedule)
     device = next(model.parameters()).device
     x0 = val_set.images[: config.num_val_loss_images].to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
-    t = torch.randint(0, schedule.T, (x0.shape[0],), device=device, generator=generator)
+    if isinstance(diffusion, FlowConfig):
+        t = torch.rand((x0.shape[0],), device=device, generator=generator)
+    else:
+        t = torch.randint(0, schedule.T, (x0.shape[0],), device=device, generator=generator)
     eps = torch.randn(x0.shape, device=device, generator=generator)
     y = val_set.labels[: config.num_val_loss_images].to(device) if num_classes_of(model) is not None else None
     y = None if y is None else check_class_labels(y, x0.shape[0], num_classes_of(model), "val_set.labels")  # once per evaluation
     was_training = model.training
     model.eval()
-    loss = _ddpm_loss(model, x0, schedule.to(device), t=t, eps=eps, y=y, **loss_options(config, diffusion))
+    loss = _loss(model, x0, None if schedule is None else schedule.to(device), t, eps, y, config, diffusion)
     model.train(was_training)
     return float(loss)
 
@@ -164,12 +210,12 @@ def _check_points(values: Sequence, name: str, kind: type) -> list:
 
 def train(
     state: TrainState,
-    train_set: ImageSet,
+    train_set: ImageSet | Coupling,
     space: DataSpace,
-    schedule: NoiseSchedule,
+    schedule: NoiseSchedule | None,
     config: TrainConfig,
     *,
-    diffusion: DiffusionConfig,
+    diffusion: DiffusionConfig | FlowConfig,
     num_steps: int | None = None,
     stop_at_seconds: float | None = None,
     val_set: ImageSet | None = None,
@@ -198,10 +244,23 @@ def train(
     the call warns, changes nothing (no step, no checkpoint) and returns the history. An interrupt
     (Ctrl-C) keeps the losses of the steps taken; if it fell inside a step, the next call refuses
     the half-updated state and says to resume from the checkpoint.
+
+    Flow matching trains through the same loop: ``diffusion=dh.FlowConfig()``, ``schedule=None``
+    and a :class:`~ddpm_helpers.flow.VelocityNet` in the state (see :func:`train_step`). A
+    :class:`~ddpm_helpers.flow.Coupling` as ``train_set`` fixes the noise of each image (reflow).
     """
     state.check_consistent()
     check_diffusion(diffusion, schedule)
     check_data(train_set.images, space, "train_set.images")
+    noise = train_set.noise if isinstance(train_set, Coupling) else None
+    if isinstance(diffusion, FlowConfig):
+        check_flow_training(state.model, config)
+    elif noise is not None:
+        raise ValueError("train_set is a dh.Coupling (images with fixed noise, for reflow), which only a flow trains on; pass diffusion=dh.FlowConfig()")
+    if noise is not None:
+        if not isinstance(noise, torch.Tensor) or noise.shape != train_set.images.shape:
+            raise ValueError(f"train_set.noise must have the images' shape {tuple(train_set.images.shape)}, got {tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__}")
+        check_finite(noise, "train_set.noise")
     if num_steps is not None:
         check_positive_int(num_steps, "num_steps", minimum=0)
     if stop_at_seconds is not None:
@@ -223,12 +282,13 @@ def train(
     images = train_set.images.to(device)
     labels = train_set.labels.to(device) if num_classes_of(state.model) is not None else None
     labels = None if labels is None else check_class_labels(labels, images.shape[0], num_classes_of(state.model), "train_set.labels")  # once per call
-    schedule = schedule.to(device)
+    noise = None if noise is None else noise.to(device)
+    schedule = None if schedule is None else schedule.to(device)
     is_main = world()[0] == 0  # under torchrun, only the first process writes and reports
     bar = tqdm(total=None if target == float("inf") else target, initial=state.step, disable=not (progress and is_main), desc="training", mininterval=2.0)
     clock = _Clock(state, stop_at_seconds, [p for p in steps_points if p > state.step], [p for p in seconds_points if p > state.elapsed])
     try:
-        _loop(state, images, labels, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main)
+        _loop(state, images, labels, noise, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main)
     finally:  # also on Ctrl-C: the losses of the steps taken reach the history, none is lost
         bar.close()
         record_losses(state, checkpoint_path)
@@ -267,14 +327,15 @@ class _Clock:
         return out_of_time, at_point
 
 
-def _loop(state, images, labels, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main) -> None:
+def _loop(state, images, labels, noise, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main) -> None:
     """The body of :func:`train`: steps, validation losses, checkpoints and callbacks until the target or the time is reached."""
     device, history = state.device, state.history
     out_of_time = clock.stop != float("inf") and any_process(state.elapsed >= clock.stop, device)
     while state.step < target and not out_of_time:
         index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
         with validated():  # the labels were checked once by train()
-            train_step(state, images[index], schedule, config, None if labels is None else labels[index], diffusion=diffusion)
+            train_step(state, images[index], schedule, config, None if labels is None else labels[index], diffusion=diffusion,
+                       eps=None if noise is None else noise[index])
         state.elapsed = clock.now()
         bar.update(1)
         out_of_time, at_point = clock.reached(state)
