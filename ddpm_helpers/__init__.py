@@ -9,7 +9,8 @@ Chapters import it as ``import ddpm_helpers as dh``. The rule for what lives whe
 * **In a submodule, named by its family**: ``dh.metrics`` (scores of images and features: FID,
   KID, SSIM, PSNR, class scores), ``dh.elbo`` (the variational bound, term by term),
   ``dh.evaluation`` (judging a model by its samples against a real reference) and ``dh.latent``
-  (moving between images and scaled latents). A chapter writes ``dh.metrics.fid(...)``.
+  (moving between images and scaled latents), ``dh.toy2d`` (the 2-D playground: Gaussian mixtures with
+  exact scores and velocities, a small MLP). A chapter writes ``dh.metrics.fid(...)``.
 * Flow matching (``flow.py``: the interpolant, velocity networks, Euler/Heun steps) is flat like
   the diffusion it sits beside; so is its judge, ``flow_sample_quality``, the flow's counterpart of
   ``dh.evaluation.sample_quality``.
@@ -17,7 +18,7 @@ Chapters import it as ``import ddpm_helpers as dh``. The rule for what lives whe
 Anything else (a name starting with ``_``, or not listed here) is internal and may change.
 """
 
-from . import cards, claims, diagnostics, elbo, evaluation, interactive, latent, metrics, provenance
+from . import cards, claims, diagnostics, elbo, evaluation, interactive, latent, metrics, provenance, toy2d
 from .autoencoder import AttentionResBlock, Autoencoder, AutoencoderConfig, ChannelAttention, reconstruction_loss, train_autoencoder
 from .checkpoint import load_checkpoint, read_checkpoint, resume_or_init, save_checkpoint
 from .classifier import MNISTClassifier, classifier_card, load_classifier, train_classifier
@@ -58,4 +59,4 @@ __all__ = sorted([
     "to_pixel_range", "train", "train_autoencoder", "train_classifier", "train_step", "v_target", "validation_loss",
 ])
 
-SUBMODULES = ("cards", "claims", "diagnostics", "elbo", "evaluation", "interactive", "latent", "metrics", "provenance")
+SUBMODULES = ("cards", "claims", "diagnostics", "elbo", "evaluation", "interactive", "latent", "metrics", "provenance", "toy2d")
