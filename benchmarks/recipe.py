@@ -21,6 +21,7 @@ is judged through ``dh.EpsFromV``. The run is one call of ``dh.train``, which ca
 from __future__ import annotations
 
 import argparse
+import datetime
 import statistics
 import time
 from pathlib import Path
@@ -56,6 +57,27 @@ def judge_seeds(model, schedule, reference, cfg: dh.Config, first: dict | None, 
     return {"per_seed": per_seed, "fid": spread("fid"), "confident_fraction": spread("confident_fraction"), "min_class_share": spread("min_class_share")}
 
 
+def save_model(state: dh.TrainState, cfg: dh.Config, args: argparse.Namespace, results: dict, reference, device: torch.device):
+    """The final EMA weights as ``unconditional.pt`` in ``--save-weights`` with their card: the run's
+    provenance and, as quality, the mean over the final sampling seeds (each judge's mean, the seeds in the notes)."""
+    provenance = dh.cards.Provenance(date=datetime.date.today().isoformat(), device=dh.describe_device(device), train_seconds=round(state.elapsed, 1),
+                                     num_train_images=results["num_train_images"], num_steps=state.step, trained_by=f"benchmarks/recipe.py --name {args.name}")
+    seeds = results.get("final_seeds")
+    first = results["checkpoints"][-1]
+    means = ({key: seeds[key]["mean"] for key in ("fid", "confident_fraction", "min_class_share")} if seeds else
+             {key: first[key] for key in ("fid", "confident_fraction", "min_class_share")})
+    quality = dh.cards.measures(means, num_samples=args.samples, sampler=str(cfg.judge))
+    notes = [f"quality: mean over sampling seeds {cfg.seed}-{cfg.seed + args.final_seeds - 1}, {args.samples} samples each, against as many test images"]
+    if "second_judge" in results:
+        second, steps = results["second_judge"], args.second_judge.rpartition("-")[2]
+        quality.update({f"{key}_{second.num_steps}_steps": dh.cards.Measure(second[key]["mean"], args.samples, second["sampler"]) for key in ("fid", "confident_fraction")})
+    if seeds:
+        notes.append("spread over seeds (sd): " + ", ".join(f"{key} {seeds[key]['sd']}" for key in ("fid", "confident_fraction")))
+    quality["fid_floor"] = dh.cards.Measure(round(reference.fid_floor, 2), reference.num_samples)
+    return dh.save_pretrained(state.ema.model, "unconditional", directory=args.save_weights, diffusion=cfg.diffusion, provenance=provenance,
+                              quality=quality, train_config=cfg.train.to_dict(), notes="; ".join(notes))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--name", required=True, help="the run's name: results go to recipe_<name>-<device>.json")
@@ -70,7 +92,9 @@ def main() -> None:
                    help="sampling seeds for the judgement of the final weights (seed, seed+1, ...): more seeds narrow its spread")
     p.add_argument("--second-judge", default=None, metavar="METHOD-STEPS",
                    help="also judge the final weights with this sampler over the same seeds, e.g. dpm-solver++-sde-20")
-    p.add_argument("--save-weights", type=Path, default=None, help="write the final EMA weights here (a state dict)")
+    p.add_argument("--save-weights", type=Path, default=None,
+                   help="write the final EMA weights into this folder as unconditional.pt with its card (dh.save_pretrained), "
+                        "for scripts/publish_weights.py; the card's quality is the mean over --final-seeds")
     p.add_argument("--device", default=None)
     p.add_argument("--results", type=Path, default=None, help="folder for the JSON results (default: benchmarks/results; a temporary folder for --smoke)")
     p.add_argument("--smoke", action="store_true", help="the smallest run: tiny config and the shipped MNIST subset, seconds")
@@ -133,9 +157,7 @@ def main() -> None:
         fid, confident = results["second_judge"]["fid"], results["second_judge"]["confident_fraction"]
         summary += f"; {second}: FID {fid['mean']:.2f} ± {fid['sd']:.2f}, confident {confident['mean']:.1%} ± {confident['sd']:.1%}"
     if args.save_weights:
-        args.save_weights.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state.ema.model.state_dict(), args.save_weights)
-        results["saved_weights"] = str(args.save_weights)
+        results["saved_weights"] = str(save_model(state, cfg, args, results, reference, device))
     save(f"recipe_{args.name}", device, args, results, summary)
 
 

@@ -24,6 +24,7 @@ import ddpm_helpers as dh
 ROOT = Path(__file__).resolve().parents[1]
 NOT_RUN = {  # shell scripts, by name, and why
     "scripts/fetch_mathjax.sh": "downloads MathJax from the npm registry: needs the network",
+    "scripts/fetch_onnxruntime.sh": "downloads onnxruntime-web from the npm registry: needs the network",
     "scripts/test_colab_install.sh": "installs the package into a fresh venv (network, minutes); CI runs it itself",
 }
 LIBRARY = {"benchmarks/common.py"}  # imported by the benchmarks, no command of its own
@@ -100,11 +101,13 @@ SMOKE = {
     "scripts/make_manifest.py": (["--smoke"], check_nothing, True),
     "scripts/make_mnist_subset.py": (["--smoke", "--dest", "{tmp}"], check_subset, False),
     "scripts/publish_weights.py": (["--smoke"], check_nothing, True),
+    "scripts/export_onnx.py": (["--out", "{tmp}"], check_nothing, True),
     "scripts/train_classifier.py": (["--smoke", "--out", "{tmp}"], check_classifier, True),
     "benchmarks/architecture_speed.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
     "benchmarks/compare_diffusers.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
     "benchmarks/few_step_samplers.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
-    "benchmarks/recipe.py": (["--smoke", "--name", "smoke", "--results", "{tmp}"], check_benchmark, True),
+    "benchmarks/recipe.py": (["--smoke", "--name", "smoke", "--results", "{tmp}", "--final-seeds", "2", "--second-judge", "dpm-solver++-sde-2",
+                              "--save-weights", "{tmp}/weights"], check_benchmark, True),
     "benchmarks/sample_speed.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
     "benchmarks/time_to_quality.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
     "benchmarks/train_speed.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
