@@ -54,7 +54,7 @@ def figure_png(fig: Figure, *, dpi: int = 72) -> bytes:
     return buffer.getvalue()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FrameSlider:
     """Pictures behind a slider: ``frames[i]`` (PNG bytes) is shown with ``labels[i]``.
 
@@ -87,6 +87,10 @@ class FrameSlider:
                 f"the slider's HTML would be {self.size_bytes / 1e6:.2f} MB, over its budget of max_bytes={self.max_bytes / 1e6:.2f} MB; "
                 f"use fewer frames, a lower dpi or smaller figures"
             )
+
+    def __repr__(self) -> str:
+        """A short text for notebooks' ``text/plain`` fallback (the default would print every frame's bytes)."""
+        return f"<FrameSlider: {len(self.frames)} frames of {self.title!r}, labels {self.labels[0]!r} to {self.labels[-1]!r}>"
 
     @property
     def size_bytes(self) -> int:

@@ -55,3 +55,10 @@ def test_the_same_frames_drive_an_ipywidget():
     assert image.value == slider.frames[0]
     selector.value = 2
     assert image.value == slider.frames[2]
+
+
+def test_the_text_fallback_is_short_and_names_the_slider():
+    slider = dh.interactive.frame_slider(draw, [1, 2, 3], title="three values")
+    text = repr(slider)
+    assert text == "<FrameSlider: 3 frames of 'three values', labels '1' to '3'>"
+    assert len(text) < 200 and "PNG" not in text  # not the frames' bytes (megabytes in a stored notebook)
