@@ -28,8 +28,8 @@ KNOWN_TYPED: dict[str, int] = {
     "notebooks/02_elbo": 13,
     "notebooks/03_unet": 4,
     "notebooks/04_training": 86,
-    "notebooks/05_sampling": 79,
-    "notebooks/06_latent": 156,
+    "notebooks/05_sampling": 73,
+    "notebooks/06_latent": 155,
     "notebooks/07_conditional": 56,
     "notebooks/08_diagnostics": 63,
 }
