@@ -23,7 +23,7 @@ from .autoencoder import AttentionResBlock, Autoencoder, AutoencoderConfig, Chan
 from .checkpoint import load_checkpoint, read_checkpoint, resume_or_init, save_checkpoint
 from .classifier import MNISTClassifier, classifier_card, load_classifier, train_classifier
 from .config import FULL, TINY, Config, DataConfig, DiffusionConfig, TrainConfig, load_config
-from .data import ImageSet, load_mnist, to_model_range, to_pixel_range
+from .data import ImageSet, class_names, load_mnist, to_model_range, to_pixel_range
 from .diffusion import MNIST_PIXELS, DataSpace, EpsFromV, Posterior, ddpm_loss, eps_from_v, loss_weights, posterior_mean_var, predict_eps, predict_x0, q_sample, v_target
 from .ema import EMA
 from .flow import Coupling, FlowConfig, FlowSamplerSpec, FlowState, VelocityNet, draw_flow_times, euler_step, flow_coordinates, flow_interpolant, flow_loss, flow_predictions, flow_sample_quality, heun_step, iterate_flow, sample_flow, velocity_target
@@ -49,7 +49,7 @@ __all__ = sorted([
     "DataSpace", "DiffusionConfig", "EMA", "EpsFromV", "FULL", "Generated", "History", "ImageSet", "LatentModel", "MNISTClassifier", "ModelCard", "MNIST_PIXELS",
     "NoiseSchedule", "Posterior", "Pretrained", "ResBlock", "SCHEDULE_COLORS", "STEPS", "SamplerSpec", "SamplerState",
     "SelfAttention", "Step", "TINY", "TrainConfig", "TrainState", "UNet", "UNetConfig", "WEIGHTS_DIR", "WSConv2d",
-    "classifier_card", "cosine_alpha_bar", "cosine_betas", "count_parameters", "ddim_sigma", "ddim_step", "ddpm_loss",
+    "class_names", "classifier_card", "cosine_alpha_bar", "cosine_betas", "count_parameters", "ddim_sigma", "ddim_step", "ddpm_loss",
     "ddpm_step", "describe_device", "generate", "eps_from_v", "loss_weights", "dpm_solver_sde_step", "dpm_solver_step", "drop_labels", "guided_eps", "image_grid", "init_train_state",
     "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
     "load_latent_model", "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "mixed_precision_dtype", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",

@@ -1,10 +1,15 @@
-"""A small MNIST classifier that the metrics use as their feature extractor.
+"""A small MNIST classifier that the metrics use as their feature extractor (and its twin for Fashion-MNIST).
 
 Inception features (the usual FID backbone) know nothing about 32×32 handwritten digits, so the book
 trains its own classifier and measures FID and KID on its penultimate features (128 numbers per
 image) and class accuracy on its logits. Its weights ship with the package
 (``weights/mnist_classifier.pt``, with its :class:`~ddpm_helpers.cards.ModelCard`: how it was trained and how accurate it is);
 ``scripts/train_classifier.py`` reproduces them. Taught in: measuring_quality.
+
+Each data set has its own judge, with the same network and training recipe, chosen by
+``load_classifier(dataset=cfg.data.dataset)``: ``mnist_classifier`` for MNIST and
+``fashion_mnist_classifier`` for Fashion-MNIST (trained by ``scripts/train_classifier.py --dataset
+fashion-mnist``). A judge that is not shipped is a FileNotFoundError that says how to make it.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_images
+from .checks import check_choice, check_images
 from .diffusion import MNIST_PIXELS
-from .data import ImageSet
+from .data import DATASETS, ImageSet
 from .cards import ModelCard, read_card, read_model
 from .weights import WEIGHTS_DIR, load_float_state_dict
 
-CLASSIFIER_NAME = "mnist_classifier"
+CLASSIFIER_NAMES = {"mnist": "mnist_classifier", "fashion-mnist": "fashion_mnist_classifier"}  # per data set
+CLASSIFIER_NAME = CLASSIFIER_NAMES["mnist"]
 CLASSIFIER_WEIGHTS = WEIGHTS_DIR / f"{CLASSIFIER_NAME}.pt"
 CLASSIFIER_CARD = WEIGHTS_DIR / f"{CLASSIFIER_NAME}.json"
 FEATURE_DIM = 128
@@ -109,17 +115,33 @@ def _fit(train_set: ImageSet, epochs: int, batch_size: int, lr: float, seed: int
     return model.eval(), time.perf_counter() - started
 
 
-def load_classifier(device: str | torch.device = "cpu", weights: Path = CLASSIFIER_WEIGHTS, card_path: Path = CLASSIFIER_CARD) -> MNISTClassifier:
-    """The shipped classifier, in float32 and eval mode, on ``device``; its bytes and identity must
-    match its card (:func:`~ddpm_helpers.cards.read_model`). It is saved like every shipped model,
-    with ``dh.save_pretrained(model, CLASSIFIER_NAME, ...)`` (see ``scripts/train_classifier.py``)."""
+def classifier_name(dataset: str = "mnist") -> str:
+    """The name of the judge of ``dataset`` (``"mnist"`` or ``"fashion-mnist"``): its weights are
+    ``<name>.pt`` and its card ``<name>.json``."""
+    check_choice(dataset, tuple(DATASETS), "dataset")
+    return CLASSIFIER_NAMES[dataset]
+
+
+def load_classifier(device: str | torch.device = "cpu", weights: Path | None = None, card_path: Path | None = None, *, dataset: str = "mnist") -> MNISTClassifier:
+    """The shipped classifier of ``dataset`` (default MNIST's), in float32 and eval mode, on ``device``;
+    its bytes and identity must match its card (:func:`~ddpm_helpers.cards.read_model`). ``weights``
+    and ``card_path`` default to the shipped files of that classifier. It is saved like every shipped
+    model, with ``dh.save_pretrained(model, classifier_name(dataset), ...)`` (see ``scripts/train_classifier.py``)."""
+    name = classifier_name(dataset)
+    what = f"the {DATASETS[dataset].title} classifier"
+    weights = WEIGHTS_DIR / f"{name}.pt" if weights is None else weights
+    card_path = WEIGHTS_DIR / f"{name}.json" if card_path is None else card_path
     if not Path(weights).is_file():
-        raise FileNotFoundError(f"no classifier weights at {weights}; run scripts/train_classifier.py to make them")
-    _, payload = read_model(weights, card_path, CLASSIFIER_NAME, "the MNIST classifier")
-    return load_float_state_dict(MNISTClassifier(), payload["state_dict"], "the MNIST classifier's weights").eval().to(device)
+        if dataset == "mnist":
+            raise FileNotFoundError(f"no classifier weights at {weights}; run scripts/train_classifier.py to make them")
+        raise FileNotFoundError(f"no classifier weights at {weights}: {what} is not shipped yet; make it with scripts/train_classifier.py "
+                                f"--dataset {dataset} and ship it with scripts/publish_weights.py")
+    _, payload = read_model(weights, card_path, name, what)
+    return load_float_state_dict(MNISTClassifier(), payload["state_dict"], f"{what}'s weights").eval().to(device)
 
 
-def classifier_card(card_path: Path = CLASSIFIER_CARD) -> ModelCard:
-    """The shipped classifier's card: how it was trained (``provenance``, ``train_config``) and its
-    measured test accuracy and confident fraction (``quality``)."""
-    return read_card(card_path, "the MNIST classifier")
+def classifier_card(card_path: Path | None = None, *, dataset: str = "mnist") -> ModelCard:
+    """The shipped classifier's card (of ``dataset``, default MNIST): how it was trained
+    (``provenance``, ``train_config``) and its measured test accuracy and confident fraction (``quality``)."""
+    name = classifier_name(dataset)
+    return read_card(WEIGHTS_DIR / f"{name}.json" if card_path is None else card_path, f"the {DATASETS[dataset].title} classifier")

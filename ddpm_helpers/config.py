@@ -6,12 +6,15 @@ The book runs in two modes chosen by one environment variable, ``DDPM_MODE``:
   the MNIST subset shipped inside this package.
 * ``full``: the results the rendered book shows.
 
+A second variable, ``DDPM_DATASET`` (``mnist``, the default, or ``fashion-mnist``), sets
+``cfg.data.dataset`` in either mode, so the whole book re-runs on Fashion-MNIST by changing one value.
+
 The modes are *values* (:data:`TINY`, :data:`FULL`), never branches in the chapters. Each component
 has its own config, so a function takes only what it reads, and the network's config travels
 with its weights (a checkpoint or shipped model is checked against it as a whole):
 
 ====================  ==========================================================
-``cfg.data``          :class:`~ddpm_helpers.data.DataConfig`: which MNIST images
+``cfg.data``          :class:`~ddpm_helpers.data.DataConfig`: which images (MNIST or Fashion-MNIST)
 ``cfg.unet``          :class:`~ddpm_helpers.unet.UNetConfig`: the ε-network
 ``cfg.diffusion``     :class:`~ddpm_helpers.schedules.DiffusionConfig`: T, β schedule, prediction
 ``cfg.train``         :class:`~ddpm_helpers.train_state.TrainConfig`: optimiser, learning rate, EMA
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from .checks import check_choice, check_positive_int, config_to_dict
-from .data import DataConfig
+from .data import DATASETS, DataConfig
 from .samplers import SamplerSpec
 from .schedules import DiffusionConfig
 from .train_state import TrainConfig
@@ -42,6 +45,8 @@ from .unet import UNetConfig
 
 MODE_VARIABLE = "DDPM_MODE"
 DEFAULT_MODE = "full"
+DATASET_VARIABLE = "DDPM_DATASET"
+DEFAULT_DATASET = "mnist"
 COMPONENTS = ("data", "unet", "diffusion", "train", "judge")
 Value = TypeVar("Value")
 
@@ -109,7 +114,7 @@ class Config:
         """One line for a notebook's first cell."""
         u = self.unet
         return (
-            f"mode={self.mode}  data={self.data.source}  T={self.diffusion.T}  schedule={self.diffusion.schedule}  "
+            f"mode={self.mode}  data={self.data.dataset}/{self.data.source}  T={self.diffusion.T}  schedule={self.diffusion.schedule}  "
             f"unet=(channels={u.channels}, mults={u.channel_mults}, "
             f"res_blocks={u.num_res_blocks}, attention@{u.attention_resolutions}, patch={u.patch_size})  "
             f"steps={self.train.num_train_steps}  batch={self.train.batch_size}"
@@ -135,14 +140,22 @@ FULL = Config(mode="full", data=DataConfig(source="download", num_train_images=N
 PRESETS: dict[str, Config] = {"tiny": TINY, "full": FULL}
 
 
-def load_config(mode: str | None = None) -> Config:
-    """The configuration for ``mode``, or for ``$DDPM_MODE`` (default ``full``) when ``mode`` is None."""
+def load_config(mode: str | None = None, *, dataset: str | None = None) -> Config:
+    """The configuration for ``mode``, or for ``$DDPM_MODE`` (default ``full``) when ``mode`` is None,
+    on ``dataset`` (``"mnist"`` or ``"fashion-mnist"``), or on ``$DDPM_DATASET`` (default ``mnist``)
+    when ``dataset`` is None: the preset itself for MNIST, a copy with ``data.dataset`` changed otherwise."""
     if mode is None:
         mode = os.environ.get(MODE_VARIABLE, DEFAULT_MODE)
     key = mode.strip().lower() if isinstance(mode, str) else mode
     if key not in PRESETS:
         raise ValueError(f"mode must be one of {sorted(PRESETS)} (from the argument or ${MODE_VARIABLE}), got {mode!r}")
-    return PRESETS[key]
+    if dataset is None:
+        dataset = os.environ.get(DATASET_VARIABLE) or DEFAULT_DATASET
+    name = dataset.strip().lower() if isinstance(dataset, str) else dataset
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)} (from the argument or ${DATASET_VARIABLE}), got {dataset!r}")
+    preset = PRESETS[key]
+    return preset if name == preset.data.dataset else preset.replace(data=preset.data.replace(dataset=name))
 
 
 def parse_override(cfg: Config, text: str) -> tuple[str, str, object]:

@@ -114,6 +114,8 @@ BAD_VALUES = [
     (dh.DataConfig, "num_val_images", 0),
     (dh.DataConfig, "num_val_images", True),
     (dh.DataConfig, "image_size", 0),
+    (dh.DataConfig, "dataset", "cifar10"),
+    (dh.DataConfig, "dataset", "Fashion-MNIST"),  # the name as written, not the title
     (dh.DiffusionConfig, "T", 1),
     (dh.DiffusionConfig, "T", "1000"),
     (dh.DiffusionConfig, "T", True),
