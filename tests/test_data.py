@@ -1,11 +1,12 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ddpm_helpers as dh
 
 
 @pytest.mark.slow
-def test_bundled_subset_loads_through_torchvision(cfg):
+def test_bundled_subset_loads_as_padded_digits(cfg):
     train = dh.load_mnist("train", cfg)
     assert train.images.shape == (cfg.data.num_train_images, 1, 32, 32)
     assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64
@@ -65,3 +66,18 @@ def test_the_images_fit_the_diffusion_data_space(cfg):
     assert tuple(images.shape[1:]) == dh.MNIST_PIXELS.shape
     low, high = dh.MNIST_PIXELS.value_range
     assert float(images.min()) >= low and float(images.max()) <= high
+
+
+def test_the_idx_reader_gives_exactly_what_torchvision_gave(cfg):
+    """The loader reads IDX files itself since Fashion-MNIST joined (one reader, plain or gzip); on
+    MNIST it must give torchvision's MNIST bit for bit, in the same order, as it did before."""
+    from torchvision.datasets import MNIST
+    for train in (True, False):
+        reference = MNIST(str(dh.data.BUNDLED_ROOT), train=train)
+        expected = F.pad(dh.to_model_range(reference.data), (2, 2, 2, 2), value=-1.0).unsqueeze(1)
+        if train:
+            splits = [dh.load_mnist("train", cfg, num_images=10_000), dh.load_mnist("val", cfg)]
+            images, labels = torch.cat([s.images for s in splits]), torch.cat([s.labels for s in splits])
+        else:
+            images, labels = dh.load_mnist("test", cfg)
+        assert torch.equal(images, expected) and torch.equal(labels, reference.targets)

@@ -116,6 +116,18 @@ def test_the_bundled_subset_is_what_its_record_says():
     assert f"{size:,} bytes" in (SUBSET / "README.md").read_text()
 
 
+def test_the_subset_ships_in_the_wheel():
+    """pyproject's package-data names every file of the subset (and MNIST's)."""
+    import fnmatch
+    import tomllib
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["ddpm_helpers"]
+    package = ROOT / "ddpm_helpers"
+    for folder in (SUBSET, dh.data.BUNDLED_ROOT):
+        for path in (p for p in folder.rglob("*") if p.is_file()):
+            name = str(path.relative_to(package))
+            assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), f"{name} is not in pyproject's package-data"
+
+
 def test_the_subset_script_rebuilds_the_same_bytes(tmp_path):
     """Its gzip has no timestamp, so the shipped subset as a source (a prefix of a prefix) gives the same files."""
     run_script("scripts/make_mnist_subset.py", "--dataset", "fashion-mnist", "--source", str(SUBSET), "--dest", str(tmp_path))
