@@ -30,14 +30,29 @@ _IMPORTED = time.monotonic()
 _REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+# Fields added to a config component after chapters were stored, each with the value that does what the
+# code did before the field existed. A field at that value is left out of the hash, so adding a field
+# does not make every stored run stale; any other value (a changed default, an override) is hashed and does.
+ADDED_FIELDS: dict[tuple[str, str], object] = {
+    ("train", "timestep_sampling"): "uniform",  # t ~ U{0, ..., T-1}: torch.randint, as before the field
+    ("train", "timestep_logit_mean"): 0.0,  # read only by timestep_sampling="logit_normal"
+    ("train", "timestep_logit_std"): 1.0,
+    ("data", "dataset"): "mnist",  # every run before the field read MNIST
+}
+
+
 def config_hash(cfg, uses: Iterable[str]) -> str:
     """A short SHA-256 of the configuration fields ``uses`` (names of ``cfg``'s fields, e.g.
-    ``("data", "diffusion")``): outputs made with other values of these fields are stale."""
+    ``("data", "diffusion")``): outputs made with other values of these fields are stale.
+    A field of :data:`ADDED_FIELDS` at its recorded value is not part of the hash."""
     values = cfg.to_dict()
     uses = sorted(set(uses))
     unknown = [name for name in uses if name not in values]
     if unknown:
         raise ValueError(f"uses must name fields of the config {sorted(values)}, got unknown {unknown}")
+    for (component, field), before in ADDED_FIELDS.items():
+        if isinstance(values.get(component), dict) and values[component].get(field, before) == before:
+            values[component].pop(field, None)
     text = json.dumps({name: values[name] for name in uses}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

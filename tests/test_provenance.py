@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -30,6 +31,20 @@ def test_config_hash_follows_the_fields_a_chapter_uses():
     assert dh.provenance.config_hash(changed_unused, ("data", "diffusion")) == base
     with pytest.raises(ValueError, match="uses must name fields of the config"):
         dh.provenance.config_hash(dh.FULL, ("optimiser",))
+
+
+def test_a_field_added_at_its_old_behaviour_leaves_the_hash_alone():
+    """A field listed in ADDED_FIELDS hashes as if it did not exist while it has the value that does
+    what the code did before it; another value is a change like any other."""
+    for (component, field), before in dh.provenance.ADDED_FIELDS.items():
+        assert getattr(getattr(dh.FULL, component), field) == before, f"{component}.{field}: FULL's default is not the recorded old behaviour"
+    base = dh.provenance.config_hash(dh.FULL, ("train",))
+    values = dh.FULL.to_dict()["train"]
+    for (component, field), _ in dh.provenance.ADDED_FIELDS.items():
+        values.pop(field)
+    assert base == hashlib.sha256(json.dumps({"train": values}, sort_keys=True).encode()).hexdigest()[:16]
+    logit = dh.FULL.replace(train=dh.FULL.train.replace(timestep_sampling="logit_normal"))
+    assert dh.provenance.config_hash(logit, ("train",)) != base
 
 
 def test_a_record_round_trips_through_a_notebook(tmp_path):
