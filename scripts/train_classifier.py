@@ -8,7 +8,8 @@ measure it, and write its weights and card.
     python scripts/train_classifier.py --smoke [--dataset fashion-mnist]           # seconds: tiny, temporary folder
 
 Trains on every official training image available (the "train" and "val" splits together), tests on
-the 10,000 official test images, and writes ``mnist_classifier.{pt,json}`` (or
+the 10,000 official test images (accuracy, confident share, and the FID floor of its features: real
+training against real test images, n = 2,048), and writes ``mnist_classifier.{pt,json}`` (or
 ``fashion_mnist_classifier.{pt,json}``) into ``--out`` with
 ``dh.save_pretrained``, like every shipped model (one card schema). Publishing into the package is
 ``scripts/publish_weights.py``'s step, never this script's. The accuracy on the card is measured on
@@ -31,6 +32,8 @@ from ddpm_helpers.cards import Provenance, measures
 from ddpm_helpers.classifier import classifier_name
 from ddpm_helpers.data import DATASETS
 
+FLOOR_SAMPLES = 2_048
+
 
 def train_and_save(out: Path, data: dh.DataConfig, *, epochs: int, seed: int, device: torch.device, trained_by: str) -> Path:
     """Train, save, reload the saved (half-precision) weights, measure them on the test images, and
@@ -51,10 +54,15 @@ def train_and_save(out: Path, data: dh.DataConfig, *, epochs: int, seed: int, de
     logits = dh.metrics.classify(shipped, test_set.images).logits
     accuracy, confident = dh.metrics.class_accuracy(logits, test_set.labels), dh.metrics.confident_fraction(logits)
     quality = measures({"test_accuracy": round(accuracy, 5), "test_confident_fraction": round(confident, 5)}, num_samples=len(test_set.labels))
+    # The judge's own FID floor: its features of as many real training and test images (the first of each,
+    # as dh.evaluation.real_reference compares them); n = 2,048 where the images allow, fast.ai's n for Fashion-MNIST.
+    num_floor = min(FLOOR_SAMPLES, len(train_set.labels), len(test_set.labels))
+    floor = dh.metrics.fid(dh.metrics.classify(shipped, train_set.images[:num_floor]).features, dh.metrics.classify(shipped, test_set.images[:num_floor]).features)
+    quality.update(measures({"fid_floor": round(floor, 3)}, num_samples=num_floor))
     about = "" if data.dataset == "mnist" else f"; trained and tested on {title}"
     weights = dh.save_pretrained(model, name, quality=quality, **common,
                                  notes=f"{dh.count_parameters(model):,} parameters; measured on the shipped half-precision weights{about}")
-    print(f"test accuracy of the shipped float16 weights {accuracy:.4%}; confident (p >= 0.9) {confident:.2%}; "
+    print(f"test accuracy of the shipped float16 weights {accuracy:.4%}; confident (p >= 0.9) {confident:.2%}; FID floor {floor:.3f} at n = {num_floor}; "
           f"{seconds:.0f} s on {provenance.device}; wrote {weights} and its card")
     return weights
 

@@ -296,5 +296,6 @@ def test_the_fashion_judge_trains_by_the_script(tmp_path):
     assert card.name == "fashion_mnist_classifier" and card.kind == "mnist-classifier"
     assert card.provenance.trained_by == "scripts/train_classifier.py --smoke --dataset fashion-mnist"
     assert card.quality["test_accuracy"].num_samples == 1000 and card.provenance.num_train_images == 512 + 64
+    assert card.quality["fid_floor"].num_samples == 576 and card.quality["fid_floor"].value >= 0  # n: every training image; a one-epoch judge sees little (0.0 here)
     assert "Fashion-MNIST" in card.notes
     dh.load_classifier(weights=tmp_path / "fashion_mnist_classifier.pt", card_path=tmp_path / "fashion_mnist_classifier.json", dataset="fashion-mnist")
