@@ -41,7 +41,8 @@ def test_a_field_added_at_its_old_behaviour_leaves_the_hash_alone():
     base = dh.provenance.config_hash(dh.FULL, ("train",))
     values = dh.FULL.to_dict()["train"]
     for (component, field), _ in dh.provenance.ADDED_FIELDS.items():
-        values.pop(field)
+        if component == "train":  # the data field is checked the same way in test_fashion_mnist.py
+            values.pop(field)
     assert base == hashlib.sha256(json.dumps({"train": values}, sort_keys=True).encode()).hexdigest()[:16]
     logit = dh.FULL.replace(train=dh.FULL.train.replace(timestep_sampling="logit_normal"))
     assert dh.provenance.config_hash(logit, ("train",)) != base
