@@ -9,3 +9,6 @@ collect_ignore = ["_build", ".venv", "scripts", "benchmarks"]
 
 os.environ["DDPM_MODE"] = "tiny"
 os.environ.pop("DDPM_MNIST_ROOT", None)  # read the subset shipped with the package
+# MNIST unless a test asks for another data set itself; the subsets shipped with the package
+os.environ.pop("DDPM_DATASET", None)
+os.environ.pop("DDPM_FASHION_MNIST_ROOT", None)

@@ -24,10 +24,21 @@ def test_every_toc_entry_exists():
         assert any((ROOT / f"{entry}{suffix}").is_file() for suffix in (".md", ".ipynb")), entry
 
 
-def test_every_notebook_is_in_the_toc():
+# Chapters written and tested in tiny mode (CI executes them like the others) that have not had their
+# first full run: the rendered book shows only full runs, so a draft stays out of the TOC until then.
+DRAFTS = {"09_flow_matching": "issue 28: joins the TOC with its first full run"}
+
+
+def test_every_notebook_is_in_the_toc_or_a_draft_without_stored_outputs():
     toc = (ROOT / "_toc.yml").read_text()
     for notebook in NOTEBOOKS:
-        assert f"notebooks/{notebook.stem}" in toc, f"{notebook.name} is missing from _toc.yml"
+        if notebook.stem in DRAFTS:
+            assert f"notebooks/{notebook.stem}" not in toc, f"{notebook.name} is in the TOC: remove it from DRAFTS"
+            cells = json.loads(notebook.read_text())["cells"]
+            stored = sum(len(cell.get("outputs", [])) for cell in cells if cell["cell_type"] == "code")
+            assert stored == 0, f"draft {notebook.name} stores {stored} outputs: a draft keeps none until its full run"
+        else:
+            assert f"notebooks/{notebook.stem}" in toc, f"{notebook.name} is missing from _toc.yml"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
