@@ -70,7 +70,7 @@ def save_model(state: dh.TrainState, cfg: dh.Config, args: argparse.Namespace, r
     notes = [f"quality: mean over sampling seeds {cfg.seed}-{cfg.seed + args.final_seeds - 1}, {args.samples} samples each, against as many test images"]
     if "second_judge" in results:
         second, steps = results["second_judge"], args.second_judge.rpartition("-")[2]
-        quality.update({f"{key}_{second.num_steps}_steps": dh.cards.Measure(second[key]["mean"], args.samples, second["sampler"]) for key in ("fid", "confident_fraction")})
+        quality.update({f"{key}_{steps}_steps": dh.cards.Measure(second[key]["mean"], args.samples, second["sampler"]) for key in ("fid", "confident_fraction")})
     if seeds:
         notes.append("spread over seeds (sd): " + ", ".join(f"{key} {seeds[key]['sd']}" for key in ("fid", "confident_fraction")))
     quality["fid_floor"] = dh.cards.Measure(round(reference.fid_floor, 2), reference.num_samples)
