@@ -110,11 +110,16 @@ class Config:
         top = changes.pop("", {})
         return self.replace(**top, **{name: getattr(self, name).replace(**fields) for name, fields in changes.items()})
 
+    def _data_name(self) -> str:
+        """The data in the first line: the source alone for MNIST, as every stored chapter prints it
+        (the data set was added later), the data set before the source otherwise."""
+        return self.data.source if self.data.dataset == "mnist" else f"{self.data.dataset}/{self.data.source}"
+
     def summary(self) -> str:
         """One line for a notebook's first cell."""
         u = self.unet
         return (
-            f"mode={self.mode}  data={self.data.dataset}/{self.data.source}  T={self.diffusion.T}  schedule={self.diffusion.schedule}  "
+            f"mode={self.mode}  data={self._data_name()}  T={self.diffusion.T}  schedule={self.diffusion.schedule}  "
             f"unet=(channels={u.channels}, mults={u.channel_mults}, "
             f"res_blocks={u.num_res_blocks}, attention@{u.attention_resolutions}, patch={u.patch_size})  "
             f"steps={self.train.num_train_steps}  batch={self.train.batch_size}"
