@@ -32,9 +32,13 @@ class RealReference(NamedTuple):
         return self.features.shape[0]
 
 
-def real_reference(train_images: torch.Tensor, test_images: torch.Tensor, num_samples: int, device: torch.device | str = "cpu") -> RealReference:
-    """Load the shipped classifier and embed the first ``num_samples`` test images as the FID reference;
-    the floor compares them with as many training images (the best FID a perfect model could expect)."""
+def real_reference(
+    train_images: torch.Tensor, test_images: torch.Tensor, num_samples: int, device: torch.device | str = "cpu", *, dataset: str = "mnist"
+) -> RealReference:
+    """Load the shipped classifier of ``dataset`` (the judge: MNIST's by default, ``"fashion-mnist"`` for clothes)
+    and embed the first ``num_samples`` test images as the FID reference; the floor compares them with as many
+    training images (the best FID a perfect model could expect). Pass ``dataset=cfg.data.dataset`` so that the
+    images and the judge are of the same data set."""
     check_positive_int(num_samples, "num_samples")
     for images, name in ((train_images, "train_images"), (test_images, "test_images")):
         check_images(images, name)
@@ -42,7 +46,7 @@ def real_reference(train_images: torch.Tensor, test_images: torch.Tensor, num_sa
         raise ValueError(f"num_samples must exceed the {FEATURE_DIM} feature dimensions for FID's covariance to be estimable, got {num_samples}")
     if min(train_images.shape[0], test_images.shape[0]) < num_samples:
         raise ValueError(f"num_samples ({num_samples}) exceeds the images given ({train_images.shape[0]} train, {test_images.shape[0]} test)")
-    classifier = load_classifier(device)
+    classifier = load_classifier(device, dataset=dataset)
     features = metrics.classify(classifier, test_images[:num_samples]).features
     floor = metrics.fid(metrics.classify(classifier, train_images[:num_samples]).features, features)
     return RealReference(classifier, features, floor)

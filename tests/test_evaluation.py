@@ -24,3 +24,18 @@ def test_real_reference_needs_enough_images(cfg):
         dh.evaluation.real_reference(images, images, 200)
     with pytest.raises(ValueError, match="must exceed the 128 feature dimensions"):
         dh.evaluation.real_reference(images, images, 128)
+
+
+def test_real_reference_judges_with_the_classifier_of_the_data_set(cfg, monkeypatch):
+    """The judge is chosen by ``dataset=``: MNIST's classifier by default, Fashion-MNIST's when asked
+    (its clear error until that classifier ships), never MNIST's for clothes silently."""
+    asked = []
+    real_load = dh.evaluation.load_classifier
+    monkeypatch.setattr(dh.evaluation, "load_classifier", lambda device, *, dataset: asked.append(dataset) or real_load(device, dataset=dataset))
+    images = dh.load_mnist("test", cfg).images[:200]
+    dh.evaluation.real_reference(images, images, 200)
+    assert asked == ["mnist"]
+    if not (dh.classifier.WEIGHTS_DIR / f"{dh.classifier.classifier_name('fashion-mnist')}.pt").is_file():
+        with pytest.raises(FileNotFoundError, match="Fashion-MNIST classifier is not shipped yet"):
+            dh.evaluation.real_reference(images, images, 200, dataset="fashion-mnist")
+        assert asked == ["mnist", "fashion-mnist"]

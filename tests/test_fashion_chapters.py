@@ -36,9 +36,9 @@ CHAPTERS = {  # chapter -> the check run after its FID reference exists
     "05_sampling": CHECK_DATA_AND_JUDGE.format(split="test", labels=[9, 2, 1, 1]) + CHECK_NETWORK,
 }
 NEEDED = (
-    "not yet runnable on Fashion-MNIST: (1) ddpm_helpers/evaluation.py real_reference() loads the MNIST judge "
-    "(`classifier = load_classifier(device)`): it must take the data set, e.g. `dataset=cfg.data.dataset`, and "
-    "04_training (the `reference = dh.evaluation.real_reference(...)` cell) and 05_sampling (its setup cell) must pass it; "
+    "not yet runnable on Fashion-MNIST: (1) dh.evaluation.real_reference() takes `dataset=` (MNIST's judge by default): "
+    "04_training (the `reference = dh.evaluation.real_reference(...)` cell) and 05_sampling (its setup cell) must pass "
+    "`dataset=cfg.data.dataset` (with their full re-runs); "
     "(2) the Fashion-MNIST judge `fashion_mnist_classifier` is not shipped (scripts/train_classifier.py --dataset fashion-mnist, "
     "then scripts/publish_weights.py); (3) 05_sampling's setup cell loads `dh.load_pretrained(\"unconditional\")` and "
     "`dh.pretrained_card(\"unconditional\")`, the MNIST model: it needs the name of a Fashion-MNIST model chosen from "
