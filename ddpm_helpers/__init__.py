@@ -11,9 +11,9 @@ Chapters import it as ``import ddpm_helpers as dh``. The rule for what lives whe
   ``dh.evaluation`` (judging a model by its samples against a real reference) and ``dh.latent``
   (moving between images and scaled latents), ``dh.toy2d`` (the 2-D playground: Gaussian mixtures with
   exact scores and velocities, a small MLP). A chapter writes ``dh.metrics.fid(...)``.
-* Flow matching (``flow.py``: the interpolant, velocity networks, Euler/Heun steps) is flat like
-  the diffusion it sits beside; so is its judge, ``flow_sample_quality``, the flow's counterpart of
-  ``dh.evaluation.sample_quality``.
+* Flow matching (``flow.py``: the interpolant, velocity networks, the loss; ``flow_sampling.py``:
+  Euler/Heun steps and the loop) is flat like the diffusion it sits beside; so is its judge,
+  ``flow_sample_quality``, the flow's counterpart of ``dh.evaluation.sample_quality``.
 
 Anything else (a name starting with ``_``, or not listed here) is internal and may change.
 """
@@ -26,7 +26,8 @@ from .config import FULL, TINY, Config, DataConfig, DiffusionConfig, TrainConfig
 from .data import ImageSet, class_names, load_mnist, to_model_range, to_pixel_range
 from .diffusion import MNIST_PIXELS, DataSpace, EpsFromV, Posterior, ddpm_loss, eps_from_v, loss_weights, posterior_mean_var, predict_eps, predict_x0, q_sample, v_target
 from .ema import EMA
-from .flow import Coupling, FlowConfig, FlowSamplerSpec, FlowState, VelocityNet, draw_flow_times, euler_step, flow_coordinates, flow_interpolant, flow_loss, flow_predictions, flow_sample_quality, heun_step, iterate_flow, sample_flow, velocity_target
+from .flow import Coupling, FlowConfig, VelocityNet, draw_flow_times, flow_coordinates, flow_interpolant, flow_loss, flow_predictions, velocity_target
+from .flow_sampling import FlowSamplerSpec, FlowState, euler_step, flow_sample_quality, heun_step, iterate_flow, sample_flow
 from .layers import ResBlock, SelfAttention, WSConv2d, make_downsample, timestep_embedding
 from .cards import ModelCard
 from .pretrained import LatentModel, Pretrained, load_latent_model, load_pretrained, pretrained_card, save_pretrained
@@ -36,7 +37,8 @@ from .samplers import SamplerSpec, SamplerState, guided_eps, iterate_sampler, sa
 from .schedules import NoiseSchedule, cosine_alpha_bar, cosine_betas, linear_betas, make_schedule, per_sample, schedule_from_betas
 from .steps import STEPS, Step, ddim_sigma, ddim_step, ddpm_step, dpm_solver_sde_step, dpm_solver_step
 from .train_state import History, TrainState, init_train_state, learning_rate, record_losses
-from .training import drop_labels, train, train_step, validation_loss
+from .train_inputs import drop_labels
+from .training import train, train_step, validation_loss
 from .unet import UNet, UNetConfig, count_parameters
 from .viz import COLORS, DIGIT_COLORS, SCHEDULE_COLORS, image_grid, plain_log_axis, plot_losses, plot_tsne, save_gif, show_images, show_strip
 from .weights import WEIGHTS_DIR

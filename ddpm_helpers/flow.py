@@ -1,4 +1,4 @@
-"""Flow matching: the linear path from data to noise, its velocity, and ODE samplers as pure steps.
+"""Flow matching: the linear path from data to noise, its velocity, and the objective that learns it.
 
 Convention (the diffusion's direction, so "larger t is noisier" holds throughout the book): flow
 time ``t`` is a float in [0, 1], t = 0 is the data and t = 1 is pure noise. The *linear
@@ -12,29 +12,25 @@ dx/dt = v(x, t), run from t = 1 to t = 0, carries N(0, I) to the data distributi
 other predictions follow: x0_hat = x_t − t·v and eps_hat = x_t + (1 − t)·v.
 
 A flow network is a :class:`VelocityNet`: any network with the U-Net's signature, wrapped so it
-takes float flow time (and refuses the integer timesteps of the DDPM samplers). The steps are pure
-functions ``step(x_t, t, t_prev, v_hat[, v_hat_prev]) -> Step(x_prev, x0_hat)``; :func:`sample_flow`
-is the loop. The one trainer (:func:`ddpm_helpers.training.train`) trains the flow objective when
-given ``diffusion=FlowConfig()`` and no schedule. Taught in: 09_flow_matching.
+takes float flow time (and refuses the integer timesteps of the DDPM samplers). This module is the
+training side (the interpolant, its target, the loss, the training times, reflow's
+:class:`Coupling`); the ODE's steps and the loop that samples a flow are in
+:mod:`ddpm_helpers.flow_sampling`. The one trainer (:func:`ddpm_helpers.training.train`) trains the
+flow objective when given ``diffusion=FlowConfig()`` and no schedule. Taught in: 09_flow_matching.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .checks import ConfigMixin, check_batch, check_choice, check_finite, check_fraction, check_positive_int, check_same_shape, read_back, validated, values_checked
+from .checks import ConfigMixin, check_batch, check_choice, check_finite, check_fraction, check_same_shape, read_back, validated, values_checked
 from .schedules import NoiseSchedule, per_sample
-from .spaces import MNIST_PIXELS, DataSpace, check_x0
-from .steps import Step
+from .spaces import DataSpace, check_x0
 from .train_state import TrainConfig
-
-FLOW_METHODS = ("euler", "heun")
-EVALUATIONS_PER_STEP = {"euler": 1, "heun": 2}
 
 
 @dataclass(frozen=True)
@@ -63,8 +59,9 @@ class VelocityNet(nn.Module):
 
     ``t``: (B,) float flow time in [0, 1]. An integer ``t`` (what :func:`ddpm_helpers.sample` and
     the DDPM steps pass) is refused with a ValueError, so a flow model cannot be sampled as a DDPM
-    model by mistake; :func:`sample_flow` refuses anything that is not a VelocityNet, so a DDPM
-    model cannot be sampled as a flow either. ``config`` and ``num_classes`` are the wrapped net's.
+    model by mistake; :func:`~ddpm_helpers.flow_sampling.sample_flow` refuses anything that is not a
+    VelocityNet, so a DDPM model cannot be sampled as a flow either. ``config`` and ``num_classes``
+    are the wrapped net's.
     """
 
     def __init__(self, net: nn.Module, flow: FlowConfig = FlowConfig()) -> None:
@@ -149,7 +146,7 @@ def draw_flow_times(n: int, config: TrainConfig, generator: torch.Generator, dev
     """n training times in (0, 1), (n,) float32, drawn as ``config.timestep_sampling`` says: ``uniform``
     t ~ U(0, 1), or ``logit_normal`` t = sigmoid(m + s·z) with z ~ N(0, 1), m =
     ``timestep_logit_mean``, s = ``timestep_logit_std`` (Esser et al. 2024): the DDPM lever of
-    :func:`ddpm_helpers.training.draw_timesteps` without the floor to an index."""
+    :func:`ddpm_helpers.train_inputs.draw_timesteps` without the floor to an index."""
     if config.timestep_sampling == "uniform":
         return torch.rand((n,), device=device, generator=generator)
     z = torch.randn((n,), device=device, generator=generator)
@@ -212,144 +209,3 @@ class Coupling(NamedTuple):
     images: torch.Tensor
     labels: torch.Tensor
     noise: torch.Tensor
-
-
-# --- sampling: integrate dx/dt = v(x, t) from t = 1 down to t = 0 ---------------------------------
-
-
-def _check_flow_step(x_t, t, t_prev, v_hat) -> None:
-    if not isinstance(x_t, torch.Tensor) or not isinstance(v_hat, torch.Tensor):
-        raise ValueError(f"x_t and v_hat must be tensors of one shape (B, ...), got {type(x_t).__name__} and {type(v_hat).__name__}")
-    check_same_shape(x_t, v_hat, "x_t", "v_hat")
-    check_flow_times(t, x_t.shape[0], "t")
-    check_flow_times(t_prev, x_t.shape[0], "t_prev")
-    if not values_checked() and read_back((t_prev >= t).any()):
-        raise ValueError(f"t_prev must be < t (the sampler runs from noise, t = 1, to data, t = 0), got t={t.tolist()}, t_prev={t_prev.tolist()}")
-
-
-def euler_step(x_t: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, v_hat: torch.Tensor) -> Step:
-    """One Euler step of dx/dt = v: x_prev = x_t + (t_prev − t)·v_hat; x0_hat = x_t − t·v_hat.
-
-    x_t, v_hat: (B, ...); t, t_prev: (B,) float flow times with t_prev < t. On a straight path
-    (v constant in t) the step is exact, whatever its size. Taught in: 09_flow_matching."""
-    _check_flow_step(x_t, t, t_prev, v_hat)
-    return _euler_step(x_t, t, t_prev, v_hat)
-
-
-def _euler_step(x_t, t, t_prev, v_hat) -> Step:
-    dt = per_sample(t_prev - t, x_t.ndim)
-    return Step(x_t + dt * v_hat, x_t - per_sample(t, x_t.ndim) * v_hat)
-
-
-def heun_step(x_t: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, v_hat: torch.Tensor, v_hat_prev: torch.Tensor) -> Step:
-    """One step of Heun's method (the explicit trapezoidal rule), second order:
-    x_prev = x_t + (t_prev − t)·(v_hat + v_hat_prev)/2, where v_hat = v(x_t, t) and v_hat_prev =
-    v(x̃, t_prev) at the Euler prediction x̃ = :func:`euler_step`'s x_prev. x0_hat = x_t − t·v_hat.
-    Two network evaluations per step. Shapes as in :func:`euler_step`."""
-    _check_flow_step(x_t, t, t_prev, v_hat)
-    check_same_shape(x_t, v_hat_prev, "x_t", "v_hat_prev")
-    return _heun_step(x_t, t, t_prev, v_hat, v_hat_prev)
-
-
-def _heun_step(x_t, t, t_prev, v_hat, v_hat_prev) -> Step:
-    dt = per_sample(t_prev - t, x_t.ndim)
-    return Step(x_t + dt * (v_hat + v_hat_prev) / 2, x_t - per_sample(t, x_t.ndim) * v_hat)
-
-
-@dataclass(frozen=True)
-class FlowSamplerSpec(ConfigMixin):
-    """How to sample a flow: ``method`` "euler" or "heun" over ``num_steps`` equal steps of t from 1 to 0."""
-
-    method: str = "euler"
-    num_steps: int = 20
-
-    def __post_init__(self) -> None:
-        check_choice(self.method, FLOW_METHODS, "method")
-        check_positive_int(self.num_steps, "num_steps")
-
-    @property
-    def num_evaluations(self) -> int:
-        """Network evaluations per sample (NFE): one per Euler step, two per Heun step."""
-        return EVALUATIONS_PER_STEP[self.method] * self.num_steps
-
-    def times(self) -> list[float]:
-        """The num_steps + 1 flow times visited, 1 = t_0 > t_1 > ... > t_n = 0, evenly spaced."""
-        return torch.linspace(1.0, 0.0, self.num_steps + 1, dtype=torch.float64).tolist()
-
-    def __str__(self) -> str:
-        return f"{self.method}-{self.num_steps}"
-
-
-class FlowState(NamedTuple):
-    """What the flow loop yields after each step: the time reached, the state there and x0_hat."""
-
-    t: float
-    x: torch.Tensor
-    x0_hat: torch.Tensor
-
-
-@torch.no_grad()
-def iterate_flow(model: nn.Module, x_1: torch.Tensor, spec: FlowSamplerSpec, *, y: torch.Tensor | None = None) -> Iterator[FlowState]:
-    """Integrate dx/dt = v_θ(x, t) from ``x_1`` (noise, t = 1) to t = 0 as ``spec`` says, yielding a
-    :class:`FlowState` after every step; the last state's ``x`` is the sample. ``model``: a
-    :class:`VelocityNet`. Deterministic: the sample is a function of x_1. Taught in: 09_flow_matching."""
-    check_velocity_net(model)
-    if not isinstance(spec, FlowSamplerSpec):
-        raise ValueError(f"spec must be a dh.FlowSamplerSpec (e.g. dh.FlowSamplerSpec('euler', 4)), got {type(spec).__name__}")
-    check_batch(x_1, "x_1")
-    check_finite(x_1, "x_1")
-    times, x = spec.times(), x_1
-    for t_value, t_prev_value in zip(times[:-1], times[1:]):
-        t = torch.full((x.shape[0],), t_value, device=x.device, dtype=x.dtype)
-        t_prev = torch.full_like(t, t_prev_value)
-        with validated():  # the times are in [0, 1] and decreasing by construction
-            v_hat = model(x, t, y).to(x.dtype)
-            if spec.method == "euler":
-                x, x0_hat = _euler_step(x, t, t_prev, v_hat)
-            else:
-                x_euler = _euler_step(x, t, t_prev, v_hat).x_prev
-                x, x0_hat = _heun_step(x, t, t_prev, v_hat, model(x_euler, t_prev, y).to(x.dtype))
-        yield FlowState(t_prev_value, x, x0_hat)
-    check_finite(x, "the flow's sample (the network's velocity may have overflowed)")
-
-
-@torch.no_grad()
-def sample_flow(
-    model: nn.Module,
-    num_samples: int,
-    space: DataSpace,
-    spec: FlowSamplerSpec,
-    *,
-    generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-) -> torch.Tensor:
-    """Draw x_1 ~ N(0, I) of ``space.shape`` (from ``generator``, on the model's device) and run
-    :func:`iterate_flow` to t = 0; returns (N, *space.shape), clamped to the space's range when it
-    has one. ``batch_size`` bounds how many items go through the network at once. Taught in: 09_flow_matching."""
-    check_velocity_net(model)
-    check_positive_int(num_samples, "num_samples")
-    if not isinstance(space, DataSpace):
-        raise ValueError(f"space must be a dh.DataSpace (e.g. dh.MNIST_PIXELS), got {type(space).__name__}")
-    if batch_size is not None:
-        check_positive_int(batch_size, "batch_size")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    noise = torch.randn((num_samples, *space.shape), device=device, generator=generator)
-    chunks = []
-    for x_1 in noise.split(batch_size or num_samples):
-        *_, last = iterate_flow(model, x_1, spec)
-        chunks.append(last.x)
-    samples = torch.cat(chunks)
-    return samples.clamp(*space.value_range) if space.value_range is not None else samples
-
-
-def flow_sample_quality(model: nn.Module, reference, spec: FlowSamplerSpec, *, seed: int = 0, batch_size: int | None = None):
-    """:func:`ddpm_helpers.evaluation.sample_quality` for a flow: ``reference.num_samples`` images
-    from :func:`sample_flow` (noise from a generator seeded by ``seed``), scored by the book's
-    judge (FID, confident share, class histogram). Returns (report, samples)."""
-    from .metrics import quality_report  # the metrics need the classifier; imported when judging
-
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    generator = torch.Generator(device=device).manual_seed(seed)
-    samples = sample_flow(model, reference.num_samples, MNIST_PIXELS, spec, generator=generator, batch_size=batch_size)
-    return quality_report(reference.classifier, samples, reference.features), samples
-

@@ -1,4 +1,5 @@
-"""Training: the step, the loop and its hooks.
+"""Training: the step, the loop and its hooks (what a step draws and the checks of the trainer's
+inputs are in :mod:`ddpm_helpers.train_inputs`).
 
 One loop serves the chapters, the scripts and the benchmarks: :func:`train` runs to the end of the
 run's plan, to a step count or to a number of seconds of training, and calls back at chosen steps or
@@ -21,9 +22,10 @@ from .checkpoint import save_checkpoint
 from .checks import check_class_labels, check_data, check_finite, check_fraction, check_positive_int, validated
 from .data import ImageSet
 from .diffusion import DataSpace, _ddpm_loss
-from .flow import Coupling, FlowConfig, _flow_loss, check_velocity_net, draw_flow_times
+from .flow import Coupling, FlowConfig, _flow_loss, draw_flow_times
 from .runtime import all_average, any_process, world
 from .schedules import DiffusionConfig, NoiseSchedule
+from .train_inputs import _check_points, check_diffusion, check_flow_training, draw_timesteps, drop_labels
 from .train_state import History, TrainConfig, TrainState, learning_rate, record_losses
 
 EvalCallback = Callable[[TrainState], object]
@@ -33,48 +35,6 @@ def loss_options(config: TrainConfig, diffusion: DiffusionConfig) -> dict:
     """The keyword arguments of :func:`~ddpm_helpers.diffusion.ddpm_loss` that the run decides: the
     loss from ``config``, what the network outputs from ``diffusion.prediction``."""
     return {"loss_type": config.loss_type, "prediction": diffusion.prediction, "weighting": config.loss_weighting, "min_snr_gamma": config.min_snr_gamma}
-
-
-def draw_timesteps(n: int, T: int, config: TrainConfig, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The n training timesteps of one batch, (n,) int64 in [0, T), drawn as ``config.timestep_sampling`` says.
-
-    ``uniform``: every t equally often, as Ho et al. (2020). ``logit_normal``: t = ⌊T·sigmoid(m + s·z)⌋
-    with z ~ N(0, 1), m = ``timestep_logit_mean`` and s = ``timestep_logit_std``, so
-    P(t ≤ k) = Φ((logit((k + 1)/T) − m)/s): the middle of the chain, where the loss can still
-    move, is drawn more often than its ends (Esser et al. 2024). The drawing changes which
-    timesteps the gradient sees, not the weight each one has in the loss.
-    """
-    if config.timestep_sampling == "uniform":
-        return torch.randint(0, T, (n,), device=device, generator=generator)
-    z = torch.randn((n,), device=device, generator=generator, dtype=torch.float64)
-    u = torch.sigmoid(config.timestep_logit_mean + config.timestep_logit_std * z)
-    return (u * T).long().clamp(max=T - 1)
-
-
-def check_diffusion(diffusion: DiffusionConfig | FlowConfig, schedule: NoiseSchedule | None) -> None:
-    """``diffusion`` must be a :class:`DiffusionConfig` that describes ``schedule`` (same name and T),
-    or a :class:`~ddpm_helpers.flow.FlowConfig` (flow matching), which has no noise schedule: then
-    ``schedule`` must be None."""
-    if isinstance(diffusion, FlowConfig):
-        if schedule is not None:
-            raise ValueError(f"a flow (diffusion=dh.FlowConfig(...)) has no noise schedule: pass schedule=None, got a {type(schedule).__name__}")
-        return
-    if not isinstance(diffusion, DiffusionConfig):
-        raise ValueError(f"diffusion must be a dh.DiffusionConfig (e.g. cfg.diffusion), got {type(diffusion).__name__} (for flow matching: a dh.FlowConfig)")
-    if not isinstance(schedule, NoiseSchedule):
-        raise ValueError(f"schedule must be the dh.NoiseSchedule that diffusion describes (dh.make_schedule(diffusion.schedule, diffusion.T)), got {type(schedule).__name__}")
-    if (schedule.name, schedule.T) != (diffusion.schedule, diffusion.T):
-        raise ValueError(f"schedule ({schedule.name!r}, T={schedule.T}) must be the one diffusion describes ({diffusion.schedule!r}, T={diffusion.T}); "
-                         f"build it with dh.make_schedule(diffusion.schedule, diffusion.T)")
-
-
-def check_flow_training(model: nn.Module, config: TrainConfig) -> None:
-    """What training a flow needs: a :class:`~ddpm_helpers.flow.VelocityNet` and unweighted loss
-    (min-SNR weighting is defined on the diffusion's timesteps; the flow loss weights every t alike)."""
-    check_velocity_net(model, "state.model")
-    if config.loss_weighting != "uniform":
-        raise ValueError(f"train.loss_weighting={config.loss_weighting!r} weights the diffusion's timesteps; the flow objective takes 'uniform' "
-                         f"(e.g. cfg.train.replace(loss_weighting='uniform'))")
 
 
 def _loss(model, x0, schedule, t, eps, y, config: TrainConfig, diffusion: DiffusionConfig | FlowConfig) -> torch.Tensor:
@@ -87,20 +47,6 @@ def _loss(model, x0, schedule, t, eps, y, config: TrainConfig, diffusion: Diffus
 def num_classes_of(model: nn.Module) -> int | None:
     """The number of classes of a conditional model (its null class has this index), else None."""
     return getattr(model, "num_classes", None)
-
-
-def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Replace each label by the null class ``num_classes`` with probability ``p``, independently.
-
-    Training on such labels teaches one network both ε(x_t, t, y) and the unconditional
-    ε(x_t, t, ∅), the two predictions that classifier-free guidance mixes (Ho & Salimans 2022).
-    """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must lie in [0, 1], got {p}")
-    if y.ndim != 1 or y.dtype != torch.long:
-        raise ValueError(f"y must be a 1-D int64 tensor of labels, got shape {tuple(y.shape)} and dtype {y.dtype}")
-    drop = torch.rand(y.shape, device=y.device, generator=generator) < p
-    return torch.where(drop, torch.full_like(y, num_classes), y)
 
 
 def train_step(
@@ -195,17 +141,6 @@ def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule
     loss = _loss(model, x0, None if schedule is None else schedule.to(device), t, eps, y, config, diffusion)
     model.train(was_training)
     return float(loss)
-
-
-def _check_points(values: Sequence, name: str, kind: type) -> list:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise ValueError(f"{name} must be a list of {kind.__name__}s, got {type(values).__name__}")
-    for value in values:
-        if kind is int:
-            check_positive_int(value, f"each of {name}")
-        else:
-            check_fraction(value, f"each of {name}", high=float("inf"), include_low=False)
-    return sorted(set(values))
 
 
 def train(

@@ -24,15 +24,13 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("the process: forward, posterior, loss; exact answers", ("diffusion", "oracles")),
     ("the reverse process: steps, sampling, the bound, the checks of both", ("steps", "samplers", "elbo", "checklist", "diagnostics")),
     ("networks and what judges images", ("unet", "autoencoder", "latent", "metrics", "viz", "toy2d")),
-    ("training: TrainConfig and TrainState, checkpoints, flows, the loop", ("train_state", "checkpoint", "flow", "training")),
+    ("training: TrainConfig and TrainState, checkpoints, flows and their samplers, a step's draws and checks, the loop",
+     ("train_state", "checkpoint", "flow", "flow_sampling", "train_inputs", "training")),
     ("gathered settings and model cards", ("config", "cards", "classifier", "evaluation")),
     ("shipped models by name, records, the package's face", ("pretrained", "generate", "provenance", "__main__", "__init__")),
 ]
 FLOOR = {module: level for level, (_, modules) in enumerate(FLOORS) for module in modules}
-SPLIT_IN_PROGRESS = {  # module -> why it may still be over MAX_LINES
-    "flow": "issue 28's first draft (355 lines): the flow samplers go to their own module with the chapter's full run",
-    "training": "the flow objective joined the one loop (355 lines): its input checks and timestep draws go to their own module next",
-}
+SPLIT_IN_PROGRESS: dict[str, str] = {}  # module -> why it may still be over MAX_LINES
 
 
 def modules() -> list[str]:

@@ -1,0 +1,167 @@
+"""Sampling a flow: integrate dx/dt = v_θ(x, t) from noise (t = 1) down to data (t = 0).
+
+The ODE of :mod:`ddpm_helpers.flow` is solved with pure steps ``step(x_t, t, t_prev, v_hat[,
+v_hat_prev]) -> Step(x_prev, x0_hat)``, the same shape as the DDPM steps: :func:`euler_step` (first
+order, one network evaluation) and :func:`heun_step` (second order, two). A
+:class:`FlowSamplerSpec` names the method and the number of equal steps of t; :func:`iterate_flow`
+is the loop, yielding a :class:`FlowState` after every step, and :func:`sample_flow` draws the noise
+and runs it. :func:`flow_sample_quality` judges the samples as
+:func:`ddpm_helpers.evaluation.sample_quality` judges a diffusion's. The model is always a
+:class:`~ddpm_helpers.flow.VelocityNet`. Taught in: 09_flow_matching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .checks import ConfigMixin, check_batch, check_choice, check_finite, check_positive_int, check_same_shape, read_back, validated, values_checked
+from .flow import check_flow_times, check_velocity_net
+from .schedules import per_sample
+from .spaces import MNIST_PIXELS, DataSpace
+from .steps import Step
+
+FLOW_METHODS = ("euler", "heun")
+EVALUATIONS_PER_STEP = {"euler": 1, "heun": 2}
+
+
+def _check_flow_step(x_t, t, t_prev, v_hat) -> None:
+    if not isinstance(x_t, torch.Tensor) or not isinstance(v_hat, torch.Tensor):
+        raise ValueError(f"x_t and v_hat must be tensors of one shape (B, ...), got {type(x_t).__name__} and {type(v_hat).__name__}")
+    check_same_shape(x_t, v_hat, "x_t", "v_hat")
+    check_flow_times(t, x_t.shape[0], "t")
+    check_flow_times(t_prev, x_t.shape[0], "t_prev")
+    if not values_checked() and read_back((t_prev >= t).any()):
+        raise ValueError(f"t_prev must be < t (the sampler runs from noise, t = 1, to data, t = 0), got t={t.tolist()}, t_prev={t_prev.tolist()}")
+
+
+def euler_step(x_t: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, v_hat: torch.Tensor) -> Step:
+    """One Euler step of dx/dt = v: x_prev = x_t + (t_prev − t)·v_hat; x0_hat = x_t − t·v_hat.
+
+    x_t, v_hat: (B, ...); t, t_prev: (B,) float flow times with t_prev < t. On a straight path
+    (v constant in t) the step is exact, whatever its size. Taught in: 09_flow_matching."""
+    _check_flow_step(x_t, t, t_prev, v_hat)
+    return _euler_step(x_t, t, t_prev, v_hat)
+
+
+def _euler_step(x_t, t, t_prev, v_hat) -> Step:
+    dt = per_sample(t_prev - t, x_t.ndim)
+    return Step(x_t + dt * v_hat, x_t - per_sample(t, x_t.ndim) * v_hat)
+
+
+def heun_step(x_t: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, v_hat: torch.Tensor, v_hat_prev: torch.Tensor) -> Step:
+    """One step of Heun's method (the explicit trapezoidal rule), second order:
+    x_prev = x_t + (t_prev − t)·(v_hat + v_hat_prev)/2, where v_hat = v(x_t, t) and v_hat_prev =
+    v(x̃, t_prev) at the Euler prediction x̃ = :func:`euler_step`'s x_prev. x0_hat = x_t − t·v_hat.
+    Two network evaluations per step. Shapes as in :func:`euler_step`."""
+    _check_flow_step(x_t, t, t_prev, v_hat)
+    check_same_shape(x_t, v_hat_prev, "x_t", "v_hat_prev")
+    return _heun_step(x_t, t, t_prev, v_hat, v_hat_prev)
+
+
+def _heun_step(x_t, t, t_prev, v_hat, v_hat_prev) -> Step:
+    dt = per_sample(t_prev - t, x_t.ndim)
+    return Step(x_t + dt * (v_hat + v_hat_prev) / 2, x_t - per_sample(t, x_t.ndim) * v_hat)
+
+
+@dataclass(frozen=True)
+class FlowSamplerSpec(ConfigMixin):
+    """How to sample a flow: ``method`` "euler" or "heun" over ``num_steps`` equal steps of t from 1 to 0."""
+
+    method: str = "euler"
+    num_steps: int = 20
+
+    def __post_init__(self) -> None:
+        check_choice(self.method, FLOW_METHODS, "method")
+        check_positive_int(self.num_steps, "num_steps")
+
+    @property
+    def num_evaluations(self) -> int:
+        """Network evaluations per sample (NFE): one per Euler step, two per Heun step."""
+        return EVALUATIONS_PER_STEP[self.method] * self.num_steps
+
+    def times(self) -> list[float]:
+        """The num_steps + 1 flow times visited, 1 = t_0 > t_1 > ... > t_n = 0, evenly spaced."""
+        return torch.linspace(1.0, 0.0, self.num_steps + 1, dtype=torch.float64).tolist()
+
+    def __str__(self) -> str:
+        return f"{self.method}-{self.num_steps}"
+
+
+class FlowState(NamedTuple):
+    """What the flow loop yields after each step: the time reached, the state there and x0_hat."""
+
+    t: float
+    x: torch.Tensor
+    x0_hat: torch.Tensor
+
+
+@torch.no_grad()
+def iterate_flow(model: nn.Module, x_1: torch.Tensor, spec: FlowSamplerSpec, *, y: torch.Tensor | None = None) -> Iterator[FlowState]:
+    """Integrate dx/dt = v_θ(x, t) from ``x_1`` (noise, t = 1) to t = 0 as ``spec`` says, yielding a
+    :class:`FlowState` after every step; the last state's ``x`` is the sample. ``model``: a
+    :class:`VelocityNet`. Deterministic: the sample is a function of x_1. Taught in: 09_flow_matching."""
+    check_velocity_net(model)
+    if not isinstance(spec, FlowSamplerSpec):
+        raise ValueError(f"spec must be a dh.FlowSamplerSpec (e.g. dh.FlowSamplerSpec('euler', 4)), got {type(spec).__name__}")
+    check_batch(x_1, "x_1")
+    check_finite(x_1, "x_1")
+    times, x = spec.times(), x_1
+    for t_value, t_prev_value in zip(times[:-1], times[1:]):
+        t = torch.full((x.shape[0],), t_value, device=x.device, dtype=x.dtype)
+        t_prev = torch.full_like(t, t_prev_value)
+        with validated():  # the times are in [0, 1] and decreasing by construction
+            v_hat = model(x, t, y).to(x.dtype)
+            if spec.method == "euler":
+                x, x0_hat = _euler_step(x, t, t_prev, v_hat)
+            else:
+                x_euler = _euler_step(x, t, t_prev, v_hat).x_prev
+                x, x0_hat = _heun_step(x, t, t_prev, v_hat, model(x_euler, t_prev, y).to(x.dtype))
+        yield FlowState(t_prev_value, x, x0_hat)
+    check_finite(x, "the flow's sample (the network's velocity may have overflowed)")
+
+
+@torch.no_grad()
+def sample_flow(
+    model: nn.Module,
+    num_samples: int,
+    space: DataSpace,
+    spec: FlowSamplerSpec,
+    *,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Draw x_1 ~ N(0, I) of ``space.shape`` (from ``generator``, on the model's device) and run
+    :func:`iterate_flow` to t = 0; returns (N, *space.shape), clamped to the space's range when it
+    has one. ``batch_size`` bounds how many items go through the network at once. Taught in: 09_flow_matching."""
+    check_velocity_net(model)
+    check_positive_int(num_samples, "num_samples")
+    if not isinstance(space, DataSpace):
+        raise ValueError(f"space must be a dh.DataSpace (e.g. dh.MNIST_PIXELS), got {type(space).__name__}")
+    if batch_size is not None:
+        check_positive_int(batch_size, "batch_size")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    noise = torch.randn((num_samples, *space.shape), device=device, generator=generator)
+    chunks = []
+    for x_1 in noise.split(batch_size or num_samples):
+        *_, last = iterate_flow(model, x_1, spec)
+        chunks.append(last.x)
+    samples = torch.cat(chunks)
+    return samples.clamp(*space.value_range) if space.value_range is not None else samples
+
+
+def flow_sample_quality(model: nn.Module, reference, spec: FlowSamplerSpec, *, seed: int = 0, batch_size: int | None = None):
+    """:func:`ddpm_helpers.evaluation.sample_quality` for a flow: ``reference.num_samples`` images
+    from :func:`sample_flow` (noise from a generator seeded by ``seed``), scored by the book's
+    judge (FID, confident share, class histogram). Returns (report, samples)."""
+    from .metrics import quality_report  # the metrics need the classifier; imported when judging
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    samples = sample_flow(model, reference.num_samples, MNIST_PIXELS, spec, generator=generator, batch_size=batch_size)
+    return quality_report(reference.classifier, samples, reference.features), samples
+
