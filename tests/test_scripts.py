@@ -100,6 +100,7 @@ SMOKE = {
     "scripts/run_chapter.py": (["{tmp}/mini.ipynb", "--smoke"], check_nothing, True),
     "scripts/make_manifest.py": (["--smoke"], check_nothing, True),
     "scripts/make_mnist_subset.py": (["--smoke", "--dest", "{tmp}"], check_subset, False),
+    "scripts/make_schematics.py": (["--out", "{tmp}"], check_nothing, False),  # what it draws: tests/test_schematics.py
     "scripts/publish_weights.py": (["--smoke"], check_nothing, True),
     "scripts/export_onnx.py": (["--out", "{tmp}"], check_nothing, True),
     "scripts/train_classifier.py": (["--smoke", "--out", "{tmp}"], check_classifier, True),
