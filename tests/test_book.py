@@ -55,3 +55,28 @@ def test_bibliography_has_the_core_papers():
     bib = (ROOT / "book" / "references.bib").read_text()
     for key in ("ho2020denoising", "song2021denoising", "nichol2021improved", "rombach2022high", "ho2022classifier", "ronneberger2015unet"):
         assert f"{{{key}," in bib
+
+
+# Every chapter ends with 3 to 5 exercises, MyST `exercise` directives each with its `solution`, and one
+# hidden cell (tagged remove-cell, so the book omits it and the tests run it like any other) that checks
+# the answers the solutions state.
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_chapter_has_three_to_five_exercises_with_solutions_and_a_hidden_check(notebook):
+    cells = json.loads(notebook.read_text())["cells"]
+    markdown = "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown")
+    exercises = re.findall(r"^:::\{exercise\}\n:label: (\S+)$", markdown, flags=re.MULTILINE)
+    solutions = re.findall(r"^:::\{solution\} (\S+)$", markdown, flags=re.MULTILINE)
+    assert markdown.count(":::{exercise}") == len(exercises), f"{notebook.name}: every exercise needs a :label: on its second line"
+    assert 3 <= len(exercises) <= 5, f"{notebook.name} has {len(exercises)} exercises: a chapter needs 3 to 5, with checked answers"
+    assert len(set(exercises)) == len(exercises) and sorted(solutions) == sorted(exercises), \
+        f"{notebook.name}: exercises {exercises} and solutions {solutions} must pair one to one"
+    checks = [cell for cell in cells if cell["cell_type"] == "code" and "".join(cell["source"]).startswith("# Checks the")]
+    assert len(checks) == 1, f"{notebook.name} needs one code cell that checks the exercises' answers, found {len(checks)}"
+    assert "remove-cell" in checks[0]["metadata"].get("tags", []), f"{notebook.name}: the answer check must be tagged remove-cell"
+
+
+def test_exercise_labels_are_unique_across_the_book():
+    labels = [label for notebook in NOTEBOOKS
+              for label in re.findall(r"^:label: (\S+)$", "\n".join("".join(cell["source"]) for cell in json.loads(notebook.read_text())["cells"]
+                                                                     if cell["cell_type"] == "markdown"), flags=re.MULTILINE)]
+    assert len(labels) == len(set(labels)), sorted({label for label in labels if labels.count(label) > 1})
