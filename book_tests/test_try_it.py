@@ -3,8 +3,12 @@ classifier reads them, and its sampler agrees with the package's.
 
 Run after ``scripts/export_onnx.py``, ``scripts/fetch_onnxruntime.sh`` and the book build (``.ci/run``
 does): ``pytest book_tests/test_try_it.py``. The site in ``_build/html`` is served from localhost and
-every request to another host is refused, as in ``test_pages.py``. The timing and the page weight of
-the generation test go to ``_build/screenshots/try_it.json`` with a screenshot (artefacts, not committed).
+every request to another host is refused, as in ``test_pages.py``. The timing, the page weight, the
+thread count and whether the page was cross-origin isolated go to ``_build/screenshots/try_it.json``
+with a screenshot (artefacts, not committed). On its first visit the page registers its service worker
+(``_extra/try_it_isolation.js``) and reloads once, isolated, before it defines ``window.tryIt``:
+``Visit.ready``'s ``wait_for_function`` polls on across that navigation. The 5.8-7.4 s quoted below
+were measured on one thread, before the service worker.
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ def test_page_generates_digits_that_its_classifier_reads(visit):
     page.wait_for_function("() => window.tryIt.last", timeout=int(1000 * FAIL_SECONDS * 4))
     record = page.evaluate("() => { const r = window.tryIt.last; return {labels: Array.from(r.labels), read: r.readings.map(x => x.digit),"
                            " seconds: r.seconds, networkSeconds: r.networkSeconds, calls: r.networkCalls, method: r.method, guidance: r.guidance,"
-                           " backend: r.backend, threads: r.threads} }")
+                           " backend: r.backend, threads: r.threads, crossOriginIsolated: r.crossOriginIsolated,"
+                           " hardwareConcurrency: navigator.hardwareConcurrency} }")
     weight = page.evaluate("() => performance.getEntriesByType('resource').filter(e => e.name.includes('/try_it/'))"
                            ".map(e => ({name: e.name.split('/try_it/')[1], bytes: e.decodedBodySize}))")
     status = page.locator("[data-role=status]").inner_text()
@@ -130,7 +135,8 @@ def test_page_generates_digits_that_its_classifier_reads(visit):
     page.screenshot(path=str(SCREENSHOTS / "try_it.png"), full_page=True)
     (SCREENSHOTS / "try_it.json").write_text(json.dumps({**record, "agreed": agreed, "megabytes": megabytes, "files": weight, "status": status}, indent=1))
     print(f"\ntry_it: {agreed}/16 read as asked; {record['seconds']:.2f} s ({record['networkSeconds']:.2f} s in {record['calls']} network calls, "
-          f"{record['backend']}, {record['threads']} thread); {megabytes:.1f} MB fetched")
+          f"{record['backend']}, {record['threads']} thread(s), {'' if record['crossOriginIsolated'] else 'not '}cross-origin isolated); "
+          f"{megabytes:.1f} MB fetched")
 
     assert sorted(record["labels"]) == sorted(list(range(8)) * 2) and record["calls"] == 20
     assert agreed >= 14, f"the classifier read only {agreed} of 16 digits as asked: asked {record['labels']}, read {record['read']}"
@@ -140,6 +146,61 @@ def test_page_generates_digits_that_its_classifier_reads(visit):
     quoted = float(re.search(r"That costs about (\d+) MB", (ROOT / "book" / "try_it.md").read_text()).group(1))
     assert abs(megabytes - quoted) < 1, f"the page's text says about {quoted:g} MB, it fetched {megabytes:.1f} MB"
     assert visit.errors == [] and visit.external == [], f"JavaScript errors {visit.errors}; requests to other hosts {visit.external}"
+
+
+# --- several threads: the page's service worker makes it cross-origin isolated -------------------------
+
+ISOLATION = ("() => ({serviceWorker: 'serviceWorker' in navigator && self.isSecureContext, cores: navigator.hardwareConcurrency,"
+             " ...window.tryIt.isolation})")
+
+
+def test_page_is_cross_origin_isolated_and_runs_on_several_threads(visit):
+    """Served from localhost (a secure context), the page registers its service worker, reloads once
+    through it, and is then cross-origin isolated: onnxruntime-web runs on several threads where the
+    machine has several cores, and the status line says how many."""
+    state = visit.page.evaluate(ISOLATION)
+    if not state["serviceWorker"]:
+        pytest.skip(f"this Chromium offers the page no service worker: {state}")
+    assert state["controlled"] and state["crossOriginIsolated"], f"the page is not cross-origin isolated: {state}"
+    if state["cores"] > 1:
+        assert state["threads"] > 1, f"{state['cores']} cores, but the runtime runs on {state['threads']} thread: {state}"
+    status = visit.page.locator("[data-role=status]").inner_text()
+    assert f"{state['threads']} thread" in status, f"the status line does not give the thread count: {status!r}"
+    assert visit.errors == [] and visit.external == [], f"JavaScript errors {visit.errors}; requests to other hosts {visit.external}"
+
+
+def test_service_worker_controls_only_the_try_it_page(visit, server):
+    """The worker's two scopes are the page and its runtime's folder; another page of the book, even
+    beside the Try it page in book/, is not controlled by it and not isolated."""
+    scopes = visit.page.evaluate("async () => 'serviceWorker' in navigator"
+                                 " ? (await navigator.serviceWorker.getRegistrations()).map((r) => r.scope) : null")
+    if scopes is None:
+        pytest.skip("this Chromium offers the page no service worker")
+    assert sorted(scopes) == sorted([server + PAGE.removesuffix(".html"), server + "try_it/"])
+    other = visit.context.new_page()  # the same browser context: the registrations are there
+    try:
+        other.route("**/*", lambda r: r.continue_() if r.request.url.startswith(server) else r.abort())
+        other.goto(server + "book/preface.html", wait_until="load")
+        state = other.evaluate("() => ({controlled: Boolean(navigator.serviceWorker.controller), isolated: self.crossOriginIsolated})")
+        assert state == {"controlled": False, "isolated": False}, f"book/preface.html: {state}"
+    finally:
+        other.close()
+
+
+def test_page_without_service_workers_runs_on_one_thread(browser, server):
+    """Where no service worker is available (a file, plain http from another machine, some private
+    windows) the page does not reload, runs on one thread and says why."""
+    visit = Visit(browser, server, init_script="delete Navigator.prototype.serviceWorker;")
+    try:
+        visit.ready()
+        state = visit.page.evaluate(ISOLATION)
+        assert not state["serviceWorker"] and not state["crossOriginIsolated"] and state["threads"] == 1, state
+        status = visit.page.locator("[data-role=status]").inner_text()
+        assert "1 thread: no service worker" in status, status
+        assert visit.page.locator("[data-role=generate]").is_enabled()
+        assert visit.errors == [] and visit.external == [], f"JavaScript errors {visit.errors}; requests to other hosts {visit.external}"
+    finally:
+        visit.close()
 
 
 def test_page_without_webassembly_says_why(browser, server):

@@ -2,7 +2,9 @@
 // onnxruntime-web (served by the site, scripts/fetch_onnxruntime.sh), with the sampler of sampler.mjs.
 // The models and the numbers come from models/ (scripts/export_onnx.py). Nothing is fetched from
 // another host. window.tryIt is the page's test hook (book_tests/test_try_it.py): it runs the
-// sampler on injected noise and returns the trajectory.
+// sampler on injected noise and returns the trajectory, and says whether the page got several threads.
+// Several threads need a cross-origin-isolated page, which a static site is not; the page's service
+// worker (../try_it_isolation.js) makes it one, at the cost of one reload on the first visit.
 
 import { METHODS, gaussian, iterateSampler } from "./sampler.mjs";
 
@@ -31,6 +33,86 @@ function whyNot() {
   return null;
 }
 
+// --- several threads: cross-origin isolation through the page's service worker --------------------
+// WebAssembly threads share memory (SharedArrayBuffer), which a browser allows only in a page that is
+// cross-origin isolated: served with the COOP and COEP headers. The site cannot send them, so the page
+// registers a service worker that adds them to the page's document and to the runtime's worker scripts
+// (../try_it_isolation.js, at the site's root; scopes "book/try_it" and "try_it/", nothing else), and
+// reloads once so that the document comes through it. Where that cannot happen (no service worker:
+// a file, plain http from another machine, some private windows; or still not isolated after the one
+// reload) the page runs on one thread and says why.
+const SITE_ROOT = new URL("../", BASE);           // try_it/ sits at the site's root
+const ISOLATION_WORKER = new URL("try_it_isolation.js", SITE_ROOT);
+const RELOADED = "dh-try-isolation-reload";        // sessionStorage: this tab has reloaded once for it
+const WORKER_START_SECONDS = 10;
+let isolation = { isolated: false, why: "" };
+
+/** The registration's worker, once it is active (or activating: fetches wait for it); rejects if it fails. */
+function activeWorker(registration) {
+  if (registration.active) return Promise.resolve(registration.active);
+  const worker = registration.installing ?? registration.waiting;
+  if (!worker) return Promise.reject(new Error("no worker installed"));
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (worker.state === "activating" || worker.state === "activated") resolve(worker);
+      else if (worker.state === "redundant") reject(new Error("its installation failed"));
+    };
+    worker.addEventListener("statechange", check);
+    check();
+  });
+}
+
+function sessionFlag(action) {
+  try {
+    if (action === "get") return sessionStorage.getItem(RELOADED) !== null;
+    if (action === "set") sessionStorage.setItem(RELOADED, "1"); else sessionStorage.removeItem(RELOADED);
+    return true;
+  } catch { return null; }                            // storage refused (some private modes)
+}
+
+/** Register the worker for each scope and wait until it is active, within WORKER_START_SECONDS. */
+async function registerWorker(scopes) {
+  const registering = (async () => {
+    const registrations = await Promise.all(scopes.map((scope) => navigator.serviceWorker.register(ISOLATION_WORKER.href, { scope })));
+    if (registrations.some((r) => !r)) throw new Error("registration refused");
+    await Promise.all(registrations.map(activeWorker));
+  })();
+  const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error(`not active after ${WORKER_START_SECONDS} s`)), 1000 * WORKER_START_SECONDS));
+  await Promise.race([registering, timeout]);
+}
+
+/** Resolves to {isolated, why}; or, when the page must reload once to become isolated, reloads it and never
+ *  resolves (so nothing else starts on the page that is going away). */
+async function isolate() {
+  const pageScope = location.pathname.replace(/\.html$/, ""), runtimeScope = BASE.pathname;
+  if (self.crossOriginIsolated) {
+    sessionFlag("remove");                            // done: a later visit in this tab may reload once again
+    if (!navigator.serviceWorker?.controller) return { isolated: true, why: "" };  // the server sent the headers itself
+    // isolated by the worker: the runtime's worker scripts need its headers as well (its second scope)
+    const existing = await navigator.serviceWorker.getRegistration(BASE.href).catch(() => null);
+    if (!(existing?.active && existing.scope === BASE.href)) {
+      try { await registerWorker([runtimeScope]); } catch (error) {
+        return { isolated: false, why: `the page's service worker could not cover the runtime's folder (${error.message})` };
+      }
+    }
+    return { isolated: true, why: "" };
+  }
+  if (!("serviceWorker" in navigator) || !self.isSecureContext) {
+    return { isolated: false, why: "no service worker is available here (they need https or localhost, and some private windows refuse them), so the page is not cross-origin isolated" };
+  }
+  try { await registerWorker([pageScope, runtimeScope]); } catch (error) {
+    return { isolated: false, why: `the page's service worker could not start (${error.message}), so the page is not cross-origin isolated` };
+  }
+  const reloadedOnce = sessionFlag("get");
+  if (reloadedOnce === null) return { isolated: false, why: "the page cannot note its one reload (no session storage), so it does not reload to become cross-origin isolated" };
+  if (reloadedOnce) return { isolated: false, why: "the page reloaded once through its service worker and is still not cross-origin isolated" };
+  sessionFlag("set");
+  if (document.readyState !== "complete") await new Promise((resolve) => addEventListener("load", resolve, { once: true }));
+  status("Reloading once, through the page's service worker, to run on several threads...");
+  location.reload();
+  return new Promise(() => {});
+}
+
 // --- the runtime and the models ---------------------------------------------------------------
 let ort = null, numbers = null, card = null, backend = "wasm";
 const sessions = {};
@@ -39,8 +121,8 @@ async function loadRuntime(useWebGPU) {
   backend = useWebGPU ? "webgpu" : "wasm";
   ort = await import(new URL(useWebGPU ? "ort/ort.webgpu.min.mjs" : "ort/ort.wasm.min.mjs", BASE).href);
   ort.env.wasm.wasmPaths = new URL("ort/", BASE).href;
-  // several threads need a cross-origin-isolated page (SharedArrayBuffer), which a static site is not
-  ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+  // several threads need a cross-origin-isolated page (SharedArrayBuffer): isolate() above
+  ort.env.wasm.numThreads = isolation.isolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   ort.env.logLevel = "error";
 }
 
@@ -177,7 +259,7 @@ async function run(options, { keepTrajectory = false, draw: drawSteps = true } =
   const readings = await classify(final);
   const seconds = (performance.now() - started) / 1000;
   return { ...options, xT: undefined, noise: undefined, final, readings, seconds, networkSeconds: counter.seconds,
-           networkCalls: counter.calls, backend, threads: ort.env.wasm.numThreads, trajectory };
+           networkCalls: counter.calls, backend, threads: ort.env.wasm.numThreads, crossOriginIsolated: self.crossOriginIsolated, trajectory };
 }
 
 async function generate() {
@@ -193,7 +275,7 @@ async function generate() {
     const agreed = options.labels ? record.readings.filter((r, b) => r.digit === options.labels[b]).length : null;
     const fetched = fetchedMB();
     status(`${BATCH} digits in ${options.numSteps} step${options.numSteps > 1 ? "s" : ""} took ${record.seconds.toFixed(2)} s on this machine `
-      + `(${record.networkCalls} network calls, ${record.networkSeconds.toFixed(2)} s of them; ${backend === "wasm" ? `WebAssembly, ${record.threads} thread${record.threads > 1 ? "s" : ""}` : "WebGPU"}). `
+      + `(${record.networkCalls} network calls, ${record.networkSeconds.toFixed(2)} s of them; ${backend === "wasm" ? `WebAssembly, ${threadsText()}` : "WebGPU"}). `
       + (agreed === null ? "" : `The classifier reads ${agreed} of ${BATCH} as the digit asked for. `)
       + `This page has fetched ${fetched.decoded.toFixed(1)} MB for it.`);
   } catch (error) {
@@ -205,6 +287,14 @@ async function generate() {
   }
 }
 
+/** The threads the runtime runs on, and why only one where several could help. */
+function threadsText() {
+  const threads = ort.env.wasm.numThreads;
+  if (threads > 1) return `${threads} threads`;
+  const why = isolation.why || ((navigator.hardwareConcurrency || 1) > 1 ? "the runtime could not start its threads" : "this machine reports one core");
+  return `1 thread: ${why}`;
+}
+
 async function start() {
   const reason = whyNot();
   if (reason) {
@@ -214,8 +304,11 @@ async function start() {
     window.tryIt.ready.catch(() => {});
     return;
   }
+  status("Loading...");
+  isolation = await isolate();  // on the first visit, reloads the page instead of returning
   let resolveReady, rejectReady;
-  window.tryIt = { ready: new Promise((a, b) => { resolveReady = a; rejectReady = b; }), run: (o, k) => run(o, k), numbers: null, last: null };
+  window.tryIt = { ready: new Promise((a, b) => { resolveReady = a; rejectReady = b; }), run: (o, k) => run(o, k), numbers: null, last: null,
+                   isolation: null };
   try {
     const started = performance.now();
     status("Loading the runtime and the models...");
@@ -228,8 +321,12 @@ async function start() {
     $("steps").max = String(numbers.max_steps);
     await loadRuntime(false);
     await Promise.all([session("conditional"), session("classifier")]);
+    // the runtime sets numThreads back to 1 if it cannot start its threads
+    window.tryIt.isolation = { crossOriginIsolated: self.crossOriginIsolated, threads: ort.env.wasm.numThreads, why: isolation.why,
+                               controlled: Boolean(navigator.serviceWorker?.controller) };
     const fetched = fetchedMB();
-    status(`Ready: runtime and models loaded in ${((performance.now() - started) / 1000).toFixed(1)} s, ${fetched.decoded.toFixed(1)} MB fetched. Press Generate.`);
+    status(`Ready: runtime and models loaded in ${((performance.now() - started) / 1000).toFixed(1)} s, ${fetched.decoded.toFixed(1)} MB fetched; `
+      + `WebAssembly on ${threadsText()}. Press Generate.`);
     loaded = true;
     refreshControls();
     resolveReady();
