@@ -9,30 +9,18 @@ chapters go to ``_build/screenshots/`` (artefacts of the run, not committed).
 
 from __future__ import annotations
 
-import functools
-import http.server
-import os
 import re
-import shutil
-import threading
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "html"
-SCREENSHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-SCREENSHOT_PAGES = ("notebooks/01_forward_process", "notebooks/05_sampling")
-# console messages that are not faults: the theme logs this one as an error on a reader's first
-# visit, when no light/dark choice is stored yet, and then uses its default
-HARMLESS = ("Got invalid theme mode: . Resetting to auto.",)
+from offline_site import CHROMIUM, ROOT, SCREENSHOTS, SITE, OfflineVisit
 
-playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the browser test drives Debian's chromium)")
+SCREENSHOT_PAGES = ("notebooks/01_forward_process", "notebooks/05_sampling")
+
+pytest.importorskip("playwright.sync_api", reason="pip install playwright (the browser test drives Debian's chromium)")
 if not (SITE / "index.html").exists():
     pytest.skip("build the book first: jupyter-book build .", allow_module_level=True)
 if not Path(CHROMIUM).exists():
@@ -52,55 +40,13 @@ PAGES = toc_pages()
 CHAPTERS = [page for page in PAGES if page.startswith("notebooks/")]
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def server():
-    handler = functools.partial(QuietHandler, directory=str(SITE))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-class Visit:
-    """One page opened with the network cut off: its errors, its refused requests, and the page."""
+class Visit(OfflineVisit):
+    """A chapter or page of the book, opened offline, once its maths is typeset."""
 
     def __init__(self, browser, server: str, page_path: str):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.external: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" and msg.text not in HARMLESS else None)
-
-        def route(r):
-            if r.request.url.startswith(server):
-                r.continue_()
-            else:
-                self.external.append(r.request.url)
-                r.abort()
-
-        self.page.route("**/*", route)
-        self.url = urljoin(server, page_path + ".html")
-        self.page.goto(self.url, wait_until="load")
+        super().__init__(browser, server, urljoin(server, page_path + ".html"))
         self.page.wait_for_function("() => !window.MathJax || !window.MathJax.startup || window.MathJax.startup.promise !== undefined")
         self.page.evaluate("() => window.MathJax && window.MathJax.startup ? window.MathJax.startup.promise : null")
-
-    def close(self):
-        self.context.close()
 
 
 @pytest.fixture(scope="module")

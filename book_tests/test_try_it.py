@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import base64
 import functools
-import http.server
 import json
-import os
 import re
-import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +25,11 @@ import torch
 
 import ddpm_helpers as dh
 
-ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "html"
-SCREENSHOTS = ROOT / "_build" / "screenshots"
-PAGE = "book/try_it.html"
-CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-HARMLESS = ("Got invalid theme mode: . Resetting to auto.",)  # the theme's first-visit message, as in test_pages.py
+from offline_site import CHROMIUM, ROOT, SCREENSHOTS, SITE, OfflineVisit
 
-playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the browser test drives Debian's chromium)")
+PAGE = "book/try_it.html"
+
+pytest.importorskip("playwright.sync_api", reason="pip install playwright (the browser test drives Debian's chromium)")
 if not (SITE / PAGE).exists():
     pytest.skip("build the book first: jupyter-book build .", allow_module_level=True)
 if not (SITE / "try_it" / "models" / "sampler.json").exists() or not (SITE / "try_it" / "ort" / "VERSION").exists():
@@ -53,56 +44,15 @@ TARGET_SECONDS, MAX_MB = 5.0, 20.0
 FAIL_SECONDS = 6 * TARGET_SECONDS
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(SITE)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-class Visit:
+class Visit(OfflineVisit):
     """The page opened with the network cut off, its errors and refused requests recorded."""
 
     def __init__(self, browser, server: str, *, init_script: str | None = None):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 1400})
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.external: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-        self.page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" and msg.text not in HARMLESS else None)
-
-        def route(r):
-            if r.request.url.startswith(server):
-                r.continue_()
-            else:
-                self.external.append(r.request.url)
-                r.abort()
-
-        self.page.route("**/*", route)
-        if init_script:
-            self.page.add_init_script(init_script)
-        self.page.goto(server + PAGE, wait_until="load")
+        super().__init__(browser, server, server + PAGE, height=1400, init_script=init_script)
 
     def ready(self) -> None:
         self.page.wait_for_function("() => window.tryIt && window.tryIt.ready", timeout=60_000)
         self.page.evaluate("() => window.tryIt.ready")
-
-    def close(self) -> None:
-        self.context.close()
 
 
 @pytest.fixture(scope="module")
