@@ -60,7 +60,7 @@ class Config:
     unet: UNetConfig = UNetConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     train: TrainConfig = TrainConfig()
-    judge: SamplerSpec = SamplerSpec("ddim", num_steps=100, eta=1.0)  # eta 1: better for young models (05_sampling)
+    judge: SamplerSpec = SamplerSpec("ddim", num_steps=100, eta=1.0)  # eta 1: better for young models (benchmarks/results/recipe-cpu.md)
     num_fid_samples: int = 1_000  # images per set for FID/KID (more than the 128 feature dimensions)
     sample_batch_size: int = 125  # images per network call when sampling many (a CPU is fastest near 100)
     num_samples: int = 64  # images generated or inspected for a figure

@@ -64,8 +64,9 @@ def sample_quality(
     """Draw ``reference.num_samples`` images with ``spec`` (fixed seed) and score them; returns (report, samples).
 
     The book judges its models with ``cfg.judge`` (DDIM, 100 steps, η = 1 in full mode): for a
-    model early in training the stochastic sampler gives far better samples than deterministic
-    DDIM (chapter 5 measures this).
+    model early in training the stochastic sampler gave far better samples than deterministic
+    DDIM (measured on young models in benchmarks/results/recipe-cpu.md, "The sampler used to judge a
+    young model"; chapter 5 compares η only on the final model).
     """
     generator = torch.Generator(device=schedule.device).manual_seed(seed)
     samples = sample(model, reference.num_samples, MNIST_PIXELS, schedule, spec, generator=generator, batch_size=batch_size)
