@@ -13,6 +13,12 @@ the rarest digit's share). Evaluation time is not training time. Needs the MNIST
         --set train.loss_weighting=min_snr --minutes 15 --eval-at 5 10
     python benchmarks/recipe.py --name smoke --smoke      # seconds: tiny config, 4 steps, temporary results
 
+``--checkpoint PATH`` makes a long run survive a stop: the trainer writes its state there atomically
+every ``train.checkpoint_every`` steps and before each judgement, the judgements made so far go beside
+it (``PATH`` with the suffix ``.judged.json``, also written atomically), and the same command run again
+continues from both. The resumed run is the uninterrupted one (the trainer's checkpoints resume exactly,
+see chapter 4); only a judgement that was under way when the run stopped is lost, and the results say so.
+
 ``--set`` is read by ``dh.Config.with_overrides``; a v-predicting network (``diffusion.prediction=v``)
 is judged through ``dh.EpsFromV``. The run is one call of ``dh.train``, which calls back at each minute of
 ``--eval-at`` (evaluation time is not training time); the end is judged after it returns.
@@ -22,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -55,6 +63,20 @@ def judge_seeds(model, schedule, reference, cfg: dh.Config, first: dict | None, 
         return {"mean": round(statistics.mean(values), 4), "sd": round(statistics.stdev(values), 4)}
 
     return {"per_seed": per_seed, "fid": spread("fid"), "confident_fraction": spread("confident_fraction"), "min_class_share": spread("min_class_share")}
+
+
+def judged_so_far(path: Path | None, step: int) -> list[dict]:
+    """The judgements recorded beside the checkpoint at ``path`` up to its ``step`` (none for a fresh run)."""
+    if path is None or step == 0 or not path.is_file():
+        return []
+    return [row for row in json.loads(path.read_text()) if row["steps"] <= step]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it: a stop leaves the old file or the new one."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text)
+    os.replace(part, path)
 
 
 def save_model(state: dh.TrainState, cfg: dh.Config, args: argparse.Namespace, results: dict, reference, device: torch.device):
@@ -95,6 +117,8 @@ def main() -> None:
     p.add_argument("--save-weights", type=Path, default=None,
                    help="write the final EMA weights into this folder as unconditional.pt with its card (dh.save_pretrained), "
                         "for scripts/publish_weights.py; the card's quality is the mean over --final-seeds")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="the training state's file: written as the run goes, and continued from when it exists (same command)")
     p.add_argument("--device", default=None)
     p.add_argument("--results", type=Path, default=None, help="folder for the JSON results (default: benchmarks/results; a temporary folder for --smoke)")
     p.add_argument("--smoke", action="store_true", help="the smallest run: tiny config and the shipped MNIST subset, seconds")
@@ -118,9 +142,17 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     model = dh.UNet(cfg.unet).to(device)
     plan_kwargs = {"max_seconds": 60 * args.minutes} if args.minutes else {"num_steps": args.steps}
-    state = dh.init_train_state(model, cfg.train, **plan_kwargs)
-
-    rows = []
+    if args.checkpoint is None:
+        state, rows, judged_path = dh.init_train_state(model, cfg.train, **plan_kwargs), [], None
+    else:
+        args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        state = dh.resume_or_init(args.checkpoint, model, cfg.diffusion, cfg.train, **plan_kwargs)
+        judged_path = args.checkpoint.with_name(args.checkpoint.name + ".judged.json")
+        rows = judged_so_far(judged_path, state.step)
+        if state.step:
+            print(f"resumed from {args.checkpoint} at step {state.step} ({state.elapsed / 60:.1f} min of training), "
+                  f"{len(rows)} judgement(s) already made", flush=True)
+    resumed_at = state.step if state.step else None
 
     def judge(state: dh.TrainState) -> None:
         start = time.perf_counter()
@@ -132,14 +164,16 @@ def main() -> None:
                      "sampling_seconds": round(time.perf_counter() - start, 1)})
         print(f"{rows[-1]['train_minutes']:6.2f} min, {state.step:6d} steps: FID {report.fid:6.2f}, "
               f"confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
+        if judged_path is not None:
+            write_atomically(judged_path, json.dumps(rows, indent=1))
 
-    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, on_eval=judge,
+    dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, on_eval=judge, checkpoint_path=args.checkpoint,
              eval_at_seconds=[60 * minutes for minutes in args.eval_at], eval_at_steps=args.eval_at_steps, progress=False)
     if not rows or rows[-1]["steps"] != state.step:  # the end, unless an --eval-at minute fell on it
         judge(state)
     results = {"name": args.name, "changes": args.changes, "config": cfg.to_dict(), "sampler": str(cfg.judge),
                "num_samples": args.samples, "fid_floor": round(reference.fid_floor, 2),
-               "num_train_images": len(train_set.labels), "checkpoints": rows}
+               "num_train_images": len(train_set.labels), "checkpoints": rows, "resumed_at_step": resumed_at}
     last = rows[-1]
     summary = (f"recipe {args.name} on {dh.describe_device(device)}: {last['train_minutes']:.1f} min, {last['steps']} steps: "
                f"FID {last['fid']:.2f} (floor {reference.fid_floor:.2f}, n={args.samples}), "

@@ -130,3 +130,21 @@ def test_the_smallest_setting_runs(script, tmp_path):
     assert sorted(p.name for p in (ROOT / "benchmarks" / "results").iterdir()) == before  # never into the shipped results
     if script == "scripts/run_chapter.py":
         assert json.loads((tmp_path / "mini.ipynb").read_text()) == MINI_NOTEBOOK and sorted(p.name for p in tmp_path.iterdir()) == ["mini.ipynb"]
+
+
+@pytest.mark.slow
+def test_a_recipe_run_given_a_checkpoint_continues_from_it(tmp_path):
+    """The same recipe command run again with ``--checkpoint`` continues from the saved state and
+    keeps the judgements already made instead of repeating them (here the first run had finished, so
+    the second trains nothing and judges nothing; that a resumed trainer equals an uninterrupted one
+    is chapter 4's test, tests/test_training.py's too)."""
+    args = ["--smoke", "--name", "smoke", "--results", str(tmp_path / "results"), "--eval-at-steps", "2",
+            "--checkpoint", str(tmp_path / "run" / "state.pt")]
+    run("benchmarks/recipe.py", *args)
+    first = results_of(tmp_path / "results")["results"]
+    assert first["resumed_at_step"] is None and [row["steps"] for row in first["checkpoints"]] == [2, 4]
+    assert (tmp_path / "run" / "state.pt").is_file() and (tmp_path / "run" / "state.pt.judged.json").is_file()
+    again = run("benchmarks/recipe.py", *args)
+    assert "resumed from" in again.stdout and "at step 4" in again.stdout
+    second = results_of(tmp_path / "results")["results"]
+    assert second["resumed_at_step"] == 4 and second["checkpoints"] == first["checkpoints"]
