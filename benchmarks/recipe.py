@@ -17,7 +17,8 @@ the rarest digit's share). Evaluation time is not training time. Needs the MNIST
 every ``train.checkpoint_every`` steps and before each judgement, the judgements made so far go beside
 it (``PATH`` with the suffix ``.judged.json``, also written atomically), and the same command run again
 continues from both. The resumed run is the uninterrupted one (the trainer's checkpoints resume exactly,
-see chapter 4); only a judgement that was under way when the run stopped is lost, and the results say so.
+see chapter 4); only a judgement that was under way when the run stopped is lost, and the results
+record the step the run resumed at (``resumed_at_step``).
 
 ``--set`` is read by ``dh.Config.with_overrides``; a v-predicting network (``diffusion.prediction=v``)
 is judged through ``dh.EpsFromV``. The run is one call of ``dh.train``, which calls back at each minute of
