@@ -30,7 +30,7 @@ from .flow import Coupling, FlowConfig, VelocityNet, draw_flow_times, flow_coord
 from .flow_sampling import FlowSamplerSpec, FlowState, euler_step, flow_sample_quality, heun_step, iterate_flow, sample_flow
 from .layers import ResBlock, SelfAttention, WSConv2d, make_downsample, timestep_embedding
 from .cards import ModelCard
-from .pretrained import LatentModel, Pretrained, load_latent_model, load_pretrained, pretrained_card, save_pretrained
+from .pretrained import LatentModel, Pretrained, load_latent_model, load_pretrained, pretrained_card, save_pretrained, shipped_name
 from .generate import Generated, generate  # the function: dh.generate(...); the module stays importable as ddpm_helpers.generate
 from .runtime import describe_device, mixed_precision_dtype, pick_device, seed_everything
 from .samplers import SamplerSpec, SamplerState, guided_eps, iterate_sampler, sample, timesteps
@@ -56,7 +56,7 @@ __all__ = sorted([
     "iterate_sampler", "learning_rate", "linear_betas", "load_checkpoint", "load_classifier", "load_config",
     "load_latent_model", "load_mnist", "load_pretrained", "make_downsample", "make_schedule", "mixed_precision_dtype", "per_sample", "pick_device", "plain_log_axis", "plot_losses", "plot_tsne",
     "posterior_mean_var", "predict_eps", "predict_x0", "pretrained_card", "q_sample", "read_checkpoint", "reconstruction_loss", "record_losses",
-    "resume_or_init", "sample", "save_checkpoint", "save_gif", "save_pretrained", "schedule_from_betas",
+    "resume_or_init", "sample", "save_checkpoint", "save_gif", "save_pretrained", "schedule_from_betas", "shipped_name",
     "seed_everything", "show_images", "show_strip", "timestep_embedding", "timesteps", "to_model_range",
     "to_pixel_range", "train", "train_autoencoder", "train_classifier", "train_step", "v_target", "validation_loss",
 ])

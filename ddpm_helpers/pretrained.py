@@ -35,6 +35,29 @@ KINDS: dict[str, tuple[type, type | None]] = {"ddpm-unet": (UNet, UNetConfig), "
 _KIND_OF = {network: kind for kind, (network, _) in KINDS.items()}
 
 
+#: The name of the shipped model for each data set and role (what a chapter's code asks for): MNIST's
+#: models keep the book's first names, Fashion-MNIST's carry the prefix ``fashion_`` (10_fashion).
+SHIPPED: dict[str, dict[str, str]] = {
+    "mnist": {"unconditional": "unconditional", "conditional": "conditional", "latent": "latent", "autoencoder": "autoencoder"},
+    "fashion-mnist": {"unconditional": "fashion_unconditional", "conditional": "fashion_conditional"},
+}
+
+
+def shipped_name(role: str, dataset: str = "mnist") -> str:
+    """The name of the shipped model that plays ``role`` ("unconditional", "conditional", ...) for
+    ``dataset`` (``cfg.data.dataset``), so that a chapter run on another data set by changing that one
+    value loads that data set's model, never MNIST's silently: ``dh.load_pretrained(dh.shipped_name("unconditional", cfg.data.dataset))``."""
+    if dataset not in SHIPPED:
+        raise ValueError(f"dataset must be one of {list(SHIPPED)}, got {dataset!r}")
+    roles = SHIPPED[dataset]
+    if role not in roles:
+        known = sorted({r for names in SHIPPED.values() for r in names})
+        if role in known:
+            raise ValueError(f"role: the book ships no {role!r} model for {dataset!r}; it ships {list(roles)} for it")
+        raise ValueError(f"role must be one of {known}, got {role!r}")
+    return roles[role]
+
+
 class Pretrained(NamedTuple):
     """A shipped network (float32, eval mode; an ε-network, see the module) and the diffusion it was
     trained for (None for an autoencoder or the classifier)."""

@@ -169,3 +169,22 @@ def test_the_shipped_latent_model_comes_with_its_own_autoencoder():
     card, ae_card = dh.pretrained_card("latent"), dh.pretrained_card("autoencoder")
     assert card.latent.autoencoder_sha256 == ae_card.sha256 and latent.latent_scale == card.latent.scale
     assert latent.autoencoder.config.latent_shape == (latent.model.config.image_channels, latent.model.config.image_size, latent.model.config.image_size)
+
+
+def test_shipped_name_picks_each_data_sets_model_by_role():
+    """A chapter asks for a role on cfg.data.dataset; MNIST's names are the book's first ones, and a role
+    with no model for a data set is an error that says which roles it has, never MNIST's model."""
+    assert [dh.shipped_name(role) for role in ("unconditional", "conditional", "latent")] == ["unconditional", "conditional", "latent"]
+    assert dh.shipped_name("conditional", "fashion-mnist") == "fashion_conditional"
+    for dataset, names in dh.pretrained.SHIPPED.items():
+        for role, name in names.items():
+            if dataset == "mnist":  # shipped since the first release; Fashion-MNIST's ship with chapter 10
+                card = dh.pretrained_card(name)
+                assert card.name == name and (card.kind == "autoencoder") == (role == "autoencoder")
+                assert (card.network.get("num_classes") is not None) == (role == "conditional")
+    with pytest.raises(ValueError, match=r"dataset must be one of \['mnist', 'fashion-mnist'\], got 'digits'"):
+        dh.shipped_name("unconditional", "digits")
+    with pytest.raises(ValueError, match=r"role: the book ships no 'latent' model for 'fashion-mnist'; it ships \['unconditional', 'conditional'\]"):
+        dh.shipped_name("latent", "fashion-mnist")
+    with pytest.raises(ValueError, match=r"role must be one of \['autoencoder', 'conditional', 'latent', 'unconditional'\], got 'uncond'"):
+        dh.shipped_name("uncond")
