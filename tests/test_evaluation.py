@@ -26,16 +26,19 @@ def test_real_reference_needs_enough_images(cfg):
         dh.evaluation.real_reference(images, images, 128)
 
 
-def test_real_reference_judges_with_the_classifier_of_the_data_set(cfg, monkeypatch):
-    """The judge is chosen by ``dataset=``: MNIST's classifier by default, Fashion-MNIST's when asked
-    (its clear error until that classifier ships), never MNIST's for clothes silently."""
+def test_real_reference_judges_with_the_classifier_of_the_data_set(cfg, monkeypatch, tmp_path):
+    """The judge is chosen by ``dataset=``: MNIST's classifier by default, the shipped Fashion-MNIST
+    judge when asked (a clear error where it is missing), never MNIST's for clothes silently."""
     asked = []
     real_load = dh.evaluation.load_classifier
     monkeypatch.setattr(dh.evaluation, "load_classifier", lambda device, *, dataset: asked.append(dataset) or real_load(device, dataset=dataset))
     images = dh.load_mnist("test", cfg).images[:200]
-    dh.evaluation.real_reference(images, images, 200)
-    assert asked == ["mnist"]
-    if not (dh.classifier.WEIGHTS_DIR / f"{dh.classifier.classifier_name('fashion-mnist')}.pt").is_file():
-        with pytest.raises(FileNotFoundError, match="Fashion-MNIST classifier is not shipped yet"):
-            dh.evaluation.real_reference(images, images, 200, dataset="fashion-mnist")
-        assert asked == ["mnist", "fashion-mnist"]
+    digits = dh.evaluation.real_reference(images, images, 200)
+    clothes = dh.evaluation.real_reference(images, images, 200, dataset="fashion-mnist")
+    assert asked == ["mnist", "fashion-mnist"]
+    for reference, judge in ((digits, dh.load_classifier()), (clothes, dh.load_classifier(dataset="fashion-mnist"))):
+        assert all(torch.equal(a, b) for a, b in zip(reference.classifier.state_dict().values(), judge.state_dict().values()))
+    assert not torch.equal(digits.features, clothes.features)  # two judges, two feature spaces for the same images
+    monkeypatch.setattr(dh.classifier, "WEIGHTS_DIR", tmp_path)  # a package without the clothes' judge
+    with pytest.raises(FileNotFoundError, match="Fashion-MNIST classifier is not shipped yet"):
+        dh.evaluation.real_reference(images, images, 200, dataset="fashion-mnist")

@@ -24,7 +24,7 @@ import torch
 assert cfg.data.dataset == "fashion-mnist", cfg.data
 assert "data=fashion-mnist/" in cfg.summary()
 assert {split}.labels[:4].tolist() == {labels}, "the chapter did not load Fashion-MNIST"
-judge = dh.load_classifier(dataset="fashion-mnist")   # FileNotFoundError until the Fashion-MNIST judge ships
+judge = dh.load_classifier(dataset="fashion-mnist")   # the shipped Fashion-MNIST judge
 assert all(torch.equal(a.cpu(), b) for a, b in zip(reference.classifier.state_dict().values(), judge.state_dict().values())), \\
     "the FID reference was built with another classifier than the Fashion-MNIST judge"
 """
@@ -38,9 +38,8 @@ CHAPTERS = {  # chapter -> the check run after its FID reference exists
 NEEDED = (
     "not yet runnable on Fashion-MNIST: (1) dh.evaluation.real_reference() takes `dataset=` (MNIST's judge by default): "
     "04_training (the `reference = dh.evaluation.real_reference(...)` cell) and 05_sampling (its setup cell) must pass "
-    "`dataset=cfg.data.dataset` (with their full re-runs); "
-    "(2) the Fashion-MNIST judge `fashion_mnist_classifier` is not shipped (scripts/train_classifier.py --dataset fashion-mnist, "
-    "then scripts/publish_weights.py); (3) 05_sampling's setup cell loads `dh.load_pretrained(\"unconditional\")` and "
+    "`dataset=cfg.data.dataset` (with their full re-runs; the Fashion-MNIST judge itself ships); "
+    "(2) 05_sampling's setup cell loads `dh.load_pretrained(\"unconditional\")` and "
     "`dh.pretrained_card(\"unconditional\")`, the MNIST model: it needs the name of a Fashion-MNIST model chosen from "
     "cfg.data.dataset, and such weights shipped"
 )
