@@ -40,8 +40,8 @@ NEEDED = (
     "04_training (the `reference = dh.evaluation.real_reference(...)` cell) and 05_sampling (its setup cell) must pass "
     "`dataset=cfg.data.dataset` (with their full re-runs; the Fashion-MNIST judge itself ships); "
     "(2) 05_sampling's setup cell loads `dh.load_pretrained(\"unconditional\")` and "
-    "`dh.pretrained_card(\"unconditional\")`, the MNIST model: it needs the name of a Fashion-MNIST model chosen from "
-    "cfg.data.dataset, and such weights shipped"
+    "`dh.pretrained_card(\"unconditional\")`, the MNIST model: it must load `dh.shipped_name(\"unconditional\", cfg.data.dataset)` "
+    "(the Fashion-MNIST models ship with chapter 10), with its full re-run"
 )
 
 

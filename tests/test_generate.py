@@ -48,7 +48,7 @@ def test_unconditional_and_latent_models_take_a_number_of_images():
 
 
 @pytest.mark.parametrize("call,message", [
-    (dict(model="nope", digits=[1]), r"model must be the name of a shipped diffusion model, one of \['conditional', 'latent', 'unconditional'\], got 'nope'"),
+    (dict(model="nope", digits=[1]), r"model must be the name of a shipped diffusion model, one of \['conditional', 'fashion_conditional', 'fashion_unconditional', 'latent', 'unconditional'\], got 'nope'"),
     (dict(model="autoencoder", num_images=2), r"model must be the name of a shipped diffusion model.*got 'autoencoder'"),
     (dict(model="conditional", digits=[7, 10]), r"digits must be integers from 0 to 9 .*got \[10\]"),
     (dict(model="conditional", digits=[-1]), r"digits must be integers from 0 to 9 .*got \[-1\]"),

@@ -132,7 +132,15 @@ def test_a_v_model_loads_as_an_eps_model(tmp_path, cfg):
         dh.save_pretrained(loaded, "again", diffusion=cfg.diffusion, directory=tmp_path, provenance=PROVENANCE, quality={}, train_config=None)
 
 
-SHIPPED = ["unconditional", "conditional", "latent", "autoencoder", "mnist_classifier"]
+# Each shipped model and the training images its card must record: MNIST's models trained on the local
+# copy's 11,823 (its classifier on all 12,823), Fashion-MNIST's on all 60,000 (the models: 59,000 after
+# the validation split).
+SHIPPED = {"unconditional": 11_823, "conditional": 11_823, "latent": 11_823, "autoencoder": 11_823, "mnist_classifier": 12_823,
+           "fashion_mnist_classifier": 60_000, "fashion_unconditional": 59_000, "fashion_conditional": 59_000}
+
+
+def test_the_list_of_shipped_models_is_complete():
+    assert sorted(SHIPPED) == sorted(p.stem for p in dh.WEIGHTS_DIR.glob("*.json"))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -141,7 +149,7 @@ def test_every_shipped_card_follows_the_schema(name):
     card = dh.pretrained_card(name)
     model, _ = dh.load_pretrained(name)
     assert card.name == name and card.train_config is not None and card.quality
-    expected_images = 12_823 if name == "mnist_classifier" else 11_823
+    expected_images = SHIPPED[name]
     assert card.provenance.num_train_images == expected_images and card.provenance.device and card.provenance.trained_by
     assert "lr_cooldown_steps" not in card.train_config and not model.training
 
@@ -178,10 +186,10 @@ def test_shipped_name_picks_each_data_sets_model_by_role():
     assert dh.shipped_name("conditional", "fashion-mnist") == "fashion_conditional"
     for dataset, names in dh.pretrained.SHIPPED.items():
         for role, name in names.items():
-            if dataset == "mnist":  # shipped since the first release; Fashion-MNIST's ship with chapter 10
-                card = dh.pretrained_card(name)
-                assert card.name == name and (card.kind == "autoencoder") == (role == "autoencoder")
-                assert (card.network.get("num_classes") is not None) == (role == "conditional")
+            card = dh.pretrained_card(name)
+            assert card.name == name and (card.kind == "autoencoder") == (role == "autoencoder")
+            assert (card.network.get("num_classes") is not None) == (role == "conditional")
+            assert ("Fashion-MNIST" in card.notes) == (dataset == "fashion-mnist"), (name, card.notes)
     with pytest.raises(ValueError, match=r"dataset must be one of \['mnist', 'fashion-mnist'\], got 'digits'"):
         dh.shipped_name("unconditional", "digits")
     with pytest.raises(ValueError, match=r"role: the book ships no 'latent' model for 'fashion-mnist'; it ships \['unconditional', 'conditional'\]"):
