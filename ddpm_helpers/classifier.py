@@ -14,6 +14,7 @@ fashion-mnist``). A judge that is not shipped is a FileNotFoundError that says h
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .checks import check_choice, check_images
 from .diffusion import MNIST_PIXELS
 from .data import DATASETS, ImageSet
 from .cards import ModelCard, read_card, read_model
-from .weights import WEIGHTS_DIR, load_float_state_dict
+from .weights import WEIGHTS_DIR, content_digest, load_float_state_dict, read_weights, write_atomic
 
 CLASSIFIER_NAMES = {"mnist": "mnist_classifier", "fashion-mnist": "fashion_mnist_classifier"}  # per data set
 CLASSIFIER_NAME = CLASSIFIER_NAMES["mnist"]
@@ -76,28 +77,68 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1
 
 
-def train_classifier(train_set: ImageSet, *, epochs: int = 12, batch_size: int = 128, lr: float = 3e-3, seed: int = 0, device: str | torch.device = "cpu", progress: bool = True) -> tuple[MNISTClassifier, float]:
+def train_classifier(train_set: ImageSet, *, epochs: int = 12, batch_size: int = 128, lr: float = 3e-3, seed: int = 0, device: str | torch.device = "cpu",
+                     progress: bool = True, checkpoint: str | os.PathLike | None = None) -> tuple[MNISTClassifier, float]:
     """Train :class:`MNISTClassifier` with AdamW, a one-cycle learning rate and augmentation.
 
-    Deterministic under ``seed`` on the CPU. Returns the model (in eval mode) and the seconds taken.
+    Deterministic under ``seed`` on the CPU. Returns the model (in eval mode) and the seconds of
+    training (summed over every run of a resumed training).
+
+    ``checkpoint``: a file the whole training state is written to, atomically, after every epoch
+    (weights, optimiser, learning-rate schedule, the shuffling and augmentation generator, the
+    global random state that dropout draws from, the seconds so far). When the file exists the call
+    continues from it, and the result is the uninterrupted run's, bit for bit on the CPU; a file
+    written for other settings or other training images is refused with the differences named.
     """
     check_images(train_set.images, "train_set.images", value_range=MNIST_PIXELS.value_range)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be a positive learning rate, got {lr!r}")
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        raise ValueError(f"checkpoint must name a file, got the directory {checkpoint}")
     device = torch.device(device)
     # The initial weights and dropout follow ``seed``; the caller's global random state is restored after.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return _fit(train_set, epochs, batch_size, lr, seed, device, progress)
+        return _fit(train_set, epochs, batch_size, lr, seed, device, progress, checkpoint)
 
 
-def _fit(train_set: ImageSet, epochs: int, batch_size: int, lr: float, seed: int, device: torch.device, progress: bool) -> tuple[MNISTClassifier, float]:
+def _identity(train_set: ImageSet, epochs: int, batch_size: int, lr: float, seed: int) -> dict:
+    """What a classifier checkpoint must agree on to be continued: the settings and the training images
+    (their number and a checksum of images and labels, so a resumed run cannot silently switch data)."""
+    return {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+            "num_images": int(train_set.labels.shape[0]), "data_sha256": content_digest([train_set.images, train_set.labels])}
+
+
+def _fit(train_set: ImageSet, epochs: int, batch_size: int, lr: float, seed: int, device: torch.device, progress: bool,
+         checkpoint: str | os.PathLike | None) -> tuple[MNISTClassifier, float]:
     model = MNISTClassifier().to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     images, labels = train_set.images.to(device), train_set.labels.to(device)
     steps_per_epoch = -(-images.shape[0] // batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    identity = _identity(train_set, epochs, batch_size, lr, seed) if checkpoint is not None else None
+    first_epoch, earlier_seconds = 0, 0.0
+    if checkpoint is not None and os.path.isfile(checkpoint):
+        saved = read_weights(checkpoint, "classifier checkpoint")
+        differences = [f"{key}: checkpoint {saved['identity'].get(key)!r} vs now {value!r}" for key, value in identity.items() if saved["identity"].get(key) != value]
+        if differences:
+            raise ValueError(f"classifier checkpoint {checkpoint} was written for other settings or data: " + "; ".join(differences))
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["cpu_rng"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        first_epoch, earlier_seconds = saved["epochs_done"], saved["seconds"]
+        if progress:
+            print(f"resumed from {checkpoint} after epoch {first_epoch}/{epochs} ({earlier_seconds:.0f} s of training)")
     started = time.perf_counter()
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, epochs):
         model.train()
         order = torch.randperm(images.shape[0], generator=generator, device=device)
         total = 0.0
@@ -110,9 +151,16 @@ def _fit(train_set: ImageSet, epochs: int, batch_size: int, lr: float, seed: int
             optimizer.step()
             scheduler.step()
             total += float(loss.detach()) * index.shape[0]
+        seconds = earlier_seconds + time.perf_counter() - started
+        if checkpoint is not None:
+            state = {"identity": identity, "epochs_done": epoch + 1, "seconds": seconds, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "cpu_rng": torch.get_rng_state()}
+            if device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(device)
+            write_atomic(state, checkpoint)
         if progress:
-            print(f"epoch {epoch + 1}/{epochs}: loss {total / images.shape[0]:.4f} ({time.perf_counter() - started:.0f} s)")
-    return model.eval(), time.perf_counter() - started
+            print(f"epoch {epoch + 1}/{epochs}: loss {total / images.shape[0]:.4f} ({seconds:.0f} s)")
+    return model.eval(), earlier_seconds + time.perf_counter() - started
 
 
 def classifier_name(dataset: str = "mnist") -> str:

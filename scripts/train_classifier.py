@@ -14,7 +14,10 @@ training against real test images, n = 2,048), and writes ``mnist_classifier.{pt
 ``dh.save_pretrained``, like every shipped model (one card schema). Publishing into the package is
 ``scripts/publish_weights.py``'s step, never this script's. The accuracy on the card is measured on
 the half-precision weights that ship. ``--smoke`` trains one epoch on the bundled subset into a
-temporary folder: the whole route in seconds, not a usable classifier. Fashion-MNIST is found as
+temporary folder: the whole route in seconds, not a usable classifier. A stopped training continues:
+the state is written atomically after every epoch to ``<out>/<name>.training-state.pt`` (or
+``--checkpoint``), the same command run again resumes from it (``dh.train_classifier(checkpoint=...)``,
+the same weights as a run never stopped), and the file is removed once the weights and card are written. Fashion-MNIST is found as
 ``dh.load_mnist`` finds it (``DDPM_FASHION_MNIST_ROOT``, Debian's ``dataset-fashion-mnist``, or a download).
 """
 
@@ -35,16 +38,19 @@ from ddpm_helpers.data import DATASETS
 FLOOR_SAMPLES = 2_048
 
 
-def train_and_save(out: Path, data: dh.DataConfig, *, epochs: int, seed: int, device: torch.device, trained_by: str) -> Path:
+def train_and_save(out: Path, data: dh.DataConfig, *, epochs: int, seed: int, device: torch.device, trained_by: str, checkpoint: Path | None = None) -> Path:
     """Train, save, reload the saved (half-precision) weights, measure them on the test images, and
-    save again with the measured card; returns the weights' path. ``data.dataset`` chooses the data set and the name."""
+    save again with the measured card; returns the weights' path. ``data.dataset`` chooses the data set and the name.
+    ``checkpoint``: the training state's file (continued from when it exists, removed at the end); by default
+    ``<out>/<name>.training-state.pt``."""
     name, title = classifier_name(data.dataset), DATASETS[data.dataset].title
     train, val = dh.load_mnist("train", data), dh.load_mnist("val", data)
     train_set = dh.ImageSet(torch.cat([train.images, val.images]), torch.cat([train.labels, val.labels]))
     test_set = dh.load_mnist("test", data)
     print(f"training the {title} classifier on {len(train_set.labels)} images, testing on {len(test_set.labels)}, device {device}")
     settings = {"epochs": epochs, "batch_size": 128, "lr": 3e-3, "seed": seed}
-    model, seconds = dh.train_classifier(train_set, **settings, device=device)
+    checkpoint = checkpoint or out / f"{name}.training-state.pt"
+    model, seconds = dh.train_classifier(train_set, **settings, device=device, checkpoint=checkpoint)
     model = model.cpu()
     provenance = Provenance(date=datetime.date.today().isoformat(), device=dh.describe_device(device), train_seconds=round(seconds, 1),
                             num_train_images=len(train_set.labels), num_steps=epochs * -(-len(train_set.labels) // settings["batch_size"]), trained_by=trained_by)
@@ -62,6 +68,7 @@ def train_and_save(out: Path, data: dh.DataConfig, *, epochs: int, seed: int, de
     about = "" if data.dataset == "mnist" else f"; trained and tested on {title}"
     weights = dh.save_pretrained(model, name, quality=quality, **common,
                                  notes=f"{dh.count_parameters(model):,} parameters; measured on the shipped half-precision weights{about}")
+    checkpoint.unlink()  # the weights and their measured card are written: the next run in this folder starts afresh
     print(f"test accuracy of the shipped float16 weights {accuracy:.4%}; confident (p >= 0.9) {confident:.2%}; FID floor {floor:.3f} at n = {num_floor}; "
           f"{seconds:.0f} s on {provenance.device}; wrote {weights} and its card")
     return weights
@@ -74,6 +81,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     parser.add_argument("--out", type=Path, default=None, help="where to write <name>.{pt,json} (default: runs/classifier; with --smoke a temporary folder)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="the training state's file, written after every epoch and continued from by the same command (default: <out>/<name>.training-state.pt)")
     parser.add_argument("--smoke", action="store_true", help="one epoch on the bundled subset (seconds), into --out or a temporary folder")
     args = parser.parse_args()
     if args.epochs < 1:
@@ -83,9 +92,11 @@ def main() -> None:
     flag = "" if args.dataset == "mnist" else f" --dataset {args.dataset}"
     if args.smoke:
         with tempfile.TemporaryDirectory(prefix="classifier-smoke-") as tmp:
-            train_and_save(args.out or Path(tmp), dh.TINY.data.replace(dataset=args.dataset), epochs=1, seed=args.seed, device=torch.device("cpu"), trained_by=f"scripts/train_classifier.py --smoke{flag}")
+            train_and_save(args.out or Path(tmp), dh.TINY.data.replace(dataset=args.dataset), epochs=1, seed=args.seed, device=torch.device("cpu"),
+                           trained_by=f"scripts/train_classifier.py --smoke{flag}", checkpoint=args.checkpoint)
         return
-    train_and_save(args.out or Path("runs/classifier"), dh.FULL.data.replace(dataset=args.dataset), epochs=args.epochs, seed=args.seed, device=dh.pick_device(args.device), trained_by=f"scripts/train_classifier.py{flag}")
+    train_and_save(args.out or Path("runs/classifier"), dh.FULL.data.replace(dataset=args.dataset), epochs=args.epochs, seed=args.seed, device=dh.pick_device(args.device),
+                   trained_by=f"scripts/train_classifier.py{flag}", checkpoint=args.checkpoint)
 
 
 if __name__ == "__main__":

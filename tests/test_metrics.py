@@ -138,6 +138,59 @@ def test_classifier_shapes_and_augmentation():
     torch.testing.assert_close(augmented, background)  # shifts pad with background, not grey
 
 
+def _small_training_set(n: int = 40) -> dh.ImageSet:
+    g = torch.Generator().manual_seed(1)
+    return dh.ImageSet(torch.rand(n, 1, 32, 32, generator=g) * 2 - 1, torch.randint(0, 10, (n,), generator=g))
+
+
+def test_a_stopped_classifier_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """Stopped in the middle of its second epoch and called again with the same checkpoint, the training
+    ends with the weights of the run that was never stopped: the shuffling/augmentation generator, the
+    global random state of dropout, the optimiser and the one-cycle schedule all resume. On the CPU the
+    arithmetic is the same sequence of operations in both runs, so the weights are equal bit for bit (no tolerance)."""
+    data = _small_training_set()
+    settings = dict(epochs=3, batch_size=16, lr=3e-3, seed=0, progress=False)
+    reference, _ = dh.train_classifier(data, **settings)
+
+    calls, real_augment = [], dh.classifier.augment
+
+    def stop_in_epoch_two(x, generator):
+        calls.append(1)
+        if len(calls) == 5:  # 3 batches per epoch: the 5th call is the second batch of epoch 2
+            raise KeyboardInterrupt
+        return real_augment(x, generator)
+
+    path = tmp_path / "state" / "classifier.pt"
+    path.parent.mkdir()
+    monkeypatch.setattr(dh.classifier, "augment", stop_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        dh.train_classifier(data, **settings, checkpoint=path)
+    monkeypatch.setattr(dh.classifier, "augment", real_augment)
+    assert path.is_file() and not list(path.parent.glob("*.tmp"))  # epoch 1's state, written atomically
+    resumed, seconds = dh.train_classifier(data, **settings, checkpoint=path)
+    assert seconds > 0
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    again, _ = dh.train_classifier(data, **settings, checkpoint=path)  # a finished checkpoint: nothing left to train
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_classifier_checkpoint_refuses_other_settings_or_data(tmp_path):
+    data, path = _small_training_set(), tmp_path / "classifier.pt"
+    dh.train_classifier(data, epochs=1, batch_size=16, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match=r"other settings or data: epochs: checkpoint 1 vs now 2"):
+        dh.train_classifier(data, epochs=2, batch_size=16, progress=False, checkpoint=path)
+    other = dh.ImageSet(data.images.flip(0), data.labels)
+    with pytest.raises(ValueError, match=r"data_sha256"):
+        dh.train_classifier(other, epochs=1, batch_size=16, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match="checkpoint must name a file, got the directory"):
+        dh.train_classifier(data, epochs=1, progress=False, checkpoint=tmp_path)
+    with pytest.raises(ValueError, match="epochs must be a positive int, got 0"):
+        dh.train_classifier(data, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 2.5"):
+        dh.train_classifier(data, batch_size=2.5, progress=False)
+
+
 @pytest.mark.slow
 def test_shipped_classifier_recognises_the_bundled_test_digits(cfg):
     """The bundled test images are official MNIST test images, never trained on."""

@@ -84,6 +84,7 @@ def check_subset(tmp_path: Path, name: str) -> None:
 def check_classifier(tmp_path: Path, name: str) -> None:
     card = json.loads((tmp_path / "mnist_classifier.json").read_text())
     assert (tmp_path / "mnist_classifier.pt").is_file() and card["kind"] == "mnist-classifier"
+    assert not (tmp_path / "mnist_classifier.training-state.pt").exists()  # removed once the weights and card are written
 
 
 def check_nothing(tmp_path: Path, name: str) -> None:
