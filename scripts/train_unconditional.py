@@ -20,7 +20,7 @@ Everything goes to ``--out`` (default ``runs/unconditional/``): ``checkpoint.pt`
 when the largest ``--minutes`` is the same), ``quality.json`` (the log) and, after the last checkpoint, the EMA model
 as ``unconditional.pt`` with its card ``unconditional.json``, which ``scripts/publish_weights.py`` can
 copy into the package. At each checkpoint the EMA weights draw ``--samples`` images with the book's
-judging sampler (``cfg.judge``: DDIM, 100 steps, η = 1) and the MNIST classifier reports FID (against
+judging sampler (``cfg.judge``: the stochastic DPM-Solver++(2M), 20 steps) and the MNIST classifier reports FID (against
 as many test images), the confidently recognised share and the rarest digit. A v-predicting network
 (``diffusion.prediction=v``) is judged through ``dh.EpsFromV``, and its card says it predicts v.
 """

@@ -12,8 +12,15 @@ def cfg() -> dh.Config:
 
 
 @pytest.fixture
-def schedule() -> dh.NoiseSchedule:
+def linear_schedule() -> dh.NoiseSchedule:
+    """Ho et al.'s linear schedule, for tests whose expected numbers are worked out for it."""
     return dh.make_schedule("linear", 1000)
+
+
+@pytest.fixture
+def schedule() -> dh.NoiseSchedule:
+    """The tiny configuration's schedule: the one its diffusion config names, so cfg and schedule agree."""
+    return dh.make_schedule(dh.TINY.diffusion.schedule, dh.TINY.diffusion.T)
 
 
 @pytest.fixture

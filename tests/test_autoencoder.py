@@ -209,7 +209,8 @@ def test_latent_model_must_match_the_latent_shape():
 
 def test_latent_diffusion_trains_and_samples_with_no_range_assumption():
     """The package's trainer, loss and samplers run unchanged on (B, 4, 8, 8) latents of any scale."""
-    cfg, schedule = dh.TINY, dh.make_schedule("linear", 1000)
+    cfg = dh.TINY
+    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
     space = dh.DataSpace((4, 8, 8))
     latents = 3.0 * torch.randn(64, 4, 8, 8, generator=torch.Generator().manual_seed(0))   # far outside [-1, 1]
     unet = dh.UNet(cfg.unet.replace(image_channels=4, image_size=8, patch_size=1, attention_resolutions=(4,)))

@@ -19,7 +19,7 @@ import torch
 
 import ddpm_helpers as dh
 
-S = dh.make_schedule("linear", 1000)
+S = dh.make_schedule(dh.TINY.diffusion.schedule, dh.TINY.diffusion.T)  # the schedule cfg.diffusion describes
 TINY_NET = dh.UNetConfig(channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,))
 with torch.random.fork_rng():  # seeded here without changing the global RNG that other test files see
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ def test_real_reference_and_sample_quality(cfg):
     assert 0 < reference.fid_floor < 20  # two real sets are close in the classifier's features
     torch.manual_seed(0)
     model = dh.UNet(cfg.unet)
-    assert cfg.judge == dh.SamplerSpec("ddim", num_steps=2, eta=1.0)  # the book's judge in tiny mode
+    assert cfg.judge == dh.SamplerSpec("dpm-solver++-sde", num_steps=2)  # the book's judge in tiny mode
     report, samples = dh.evaluation.sample_quality(model, dh.make_schedule("cosine", 20), reference, cfg.judge)
     assert samples.shape == (200, 1, 32, 32) and report.num_samples == 200
     assert report.fid > 10 * reference.fid_floor  # an untrained network draws noise, far from digits

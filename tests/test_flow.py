@@ -223,19 +223,20 @@ def test_the_trainer_trains_a_flow_and_its_checkpoint_is_a_flow_checkpoint(tiny,
 def test_the_trainer_refuses_mixed_processes(tiny):
     cfg, data = tiny
     schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
-    flow_state = dh.init_train_state(dh.VelocityNet(dh.UNet(cfg.unet)), cfg.train)
+    flow_train = cfg.train.replace(loss_weighting="uniform")  # the flow objective's only weighting
+    flow_state = dh.init_train_state(dh.VelocityNet(dh.UNet(cfg.unet)), flow_train)
     ddpm_state = dh.init_train_state(dh.UNet(cfg.unet), cfg.train)
     with pytest.raises(ValueError, match="a flow .* has no noise schedule: pass schedule=None"):
-        dh.train(flow_state, data, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=dh.FlowConfig(), progress=False)
+        dh.train(flow_state, data, dh.MNIST_PIXELS, schedule, flow_train, diffusion=dh.FlowConfig(), progress=False)
     with pytest.raises(ValueError, match="state.model must be a dh.VelocityNet"):
-        dh.train(ddpm_state, data, dh.MNIST_PIXELS, None, cfg.train, diffusion=dh.FlowConfig(), progress=False)
+        dh.train(ddpm_state, data, dh.MNIST_PIXELS, None, flow_train, diffusion=dh.FlowConfig(), progress=False)
     with pytest.raises(ValueError, match="loss_weighting='min_snr' weights the diffusion's timesteps"):
         dh.train(flow_state, data, dh.MNIST_PIXELS, None, cfg.train.replace(loss_weighting="min_snr"), diffusion=dh.FlowConfig(), progress=False)
     pairs = dh.Coupling(data.images, data.labels, torch.randn_like(data.images))
     with pytest.raises(ValueError, match="only a flow trains on"):
         dh.train(ddpm_state, pairs, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, progress=False)
     with pytest.raises(ValueError, match="train_set.noise must have the images' shape"):
-        dh.train(flow_state, dh.Coupling(data.images, data.labels, data.images[:3]), dh.MNIST_PIXELS, None, cfg.train, diffusion=dh.FlowConfig(), progress=False)
+        dh.train(flow_state, dh.Coupling(data.images, data.labels, data.images[:3]), dh.MNIST_PIXELS, None, flow_train, diffusion=dh.FlowConfig(), progress=False)
 
 
 def test_a_coupling_trains_on_its_own_noise(tiny):
@@ -250,4 +251,4 @@ def test_a_coupling_trains_on_its_own_noise(tiny):
     loss = dh.train_step(state, x0, None, config, diffusion=dh.FlowConfig(), eps=noise)
     torch.testing.assert_close(loss, expected, rtol=0, atol=0)  # the same operations on the same numbers
     with pytest.raises(ValueError, match="eps .* is for flow matching"):
-        dh.train_step(dh.init_train_state(dh.UNet(cfg.unet), config), x0, dh.make_schedule("linear", 1000), config, diffusion=cfg.diffusion, eps=noise)
+        dh.train_step(dh.init_train_state(dh.UNet(cfg.unet), config), x0, dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T), config, diffusion=cfg.diffusion, eps=noise)

@@ -39,9 +39,9 @@ def test_pretrained_round_trip_in_half_precision(tmp_path, cfg):
 
 def test_pretrained_refuses_another_config_and_unknown_names(tmp_path, cfg):
     save_toy(cfg, tmp_path)
-    cosine = cfg.diffusion.replace(schedule="cosine")
-    with pytest.raises(ValueError, match=r"does not match this configuration: diffusion: weights DiffusionConfig\(T=1000, schedule='linear'.* vs asked DiffusionConfig\(T=1000, schedule='cosine'"):
-        dh.load_pretrained("toy", diffusion=cosine, directory=tmp_path)
+    linear = cfg.diffusion.replace(schedule="linear")
+    with pytest.raises(ValueError, match=r"does not match this configuration: diffusion: weights DiffusionConfig\(T=1000, schedule='cosine'.* vs asked DiffusionConfig\(T=1000, schedule='linear'"):
+        dh.load_pretrained("toy", diffusion=linear, directory=tmp_path)
     with pytest.raises(ValueError, match=r"does not match this configuration: network: weights UNetConfig\(channels=8.* vs asked UNetConfig\(channels=16"):
         dh.load_pretrained("toy", unet=cfg.unet.replace(channels=16), directory=tmp_path)
     model, diffusion = dh.load_pretrained("toy", unet=cfg.unet, diffusion=cfg.diffusion, directory=tmp_path)  # asked and saved agree
@@ -157,11 +157,11 @@ def test_every_shipped_card_follows_the_schema(name):
 @pytest.mark.parametrize("name,num_classes", [("unconditional", None), ("conditional", 10)])
 def test_shipped_models_load_with_their_cards(name, num_classes):
     """The weights in the package load as the model their card describes; a conditional one uses its label."""
-    model, diffusion = dh.load_pretrained(name, unet=dh.FULL.unet.replace(num_classes=num_classes), diffusion=dh.FULL.diffusion)
+    model, diffusion = dh.load_pretrained(name, unet=dh.FULL.unet.replace(num_classes=num_classes))
     card = dh.pretrained_card(name)
     assert model.num_classes == num_classes and card.provenance.num_steps == card.train_config["num_train_steps"]
     assert card.quality["fid"].num_samples == dh.FULL.num_fid_samples and not model.training
-    assert diffusion == dh.FULL.diffusion and card.kind == "ddpm-unet"
+    assert diffusion == dh.DiffusionConfig(**card.diffusion) and card.kind == "ddpm-unet"
     x, t = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([100, 500, 900])
     with torch.no_grad():
         if num_classes is None:
@@ -196,3 +196,22 @@ def test_shipped_name_picks_each_data_sets_model_by_role():
         dh.shipped_name("latent", "fashion-mnist")
     with pytest.raises(ValueError, match=r"role must be one of \['autoencoder', 'conditional', 'latent', 'unconditional'\], got 'uncond'"):
         dh.shipped_name("uncond")
+
+
+# The shipped diffusion models were trained with the book's previous recipe (linear schedule, every timestep weighted
+# alike); the chapters that train them republish them with the current one in the book-wide re-run (issue 31). The set
+# may only shrink: a model on it that follows the recipe fails the test below until it is removed.
+PREVIOUS_RECIPE = {"unconditional", "conditional", "latent", "fashion_unconditional", "fashion_conditional"}
+
+
+@pytest.mark.parametrize("name", ["unconditional", "conditional", "latent", "fashion_unconditional", "fashion_conditional"])
+def test_shipped_diffusion_models_follow_the_books_recipe(name):
+    """A shipped diffusion model's card names the full configuration's schedule and loss weighting."""
+    card = dh.pretrained_card(name)
+    follows = (card.diffusion == dh.FULL.diffusion.to_dict()
+               and (card.train_config or {}).get("loss_weighting") == dh.FULL.train.loss_weighting)
+    if name in PREVIOUS_RECIPE:
+        if follows:
+            pytest.fail(f"{name} follows the book's recipe now: remove it from PREVIOUS_RECIPE")
+        pytest.xfail(f"{name}: trained with the previous recipe ({card.diffusion}); republished by its chapter's re-run")
+    assert follows, f"{name} was trained with {card.diffusion} and {(card.train_config or {}).get('loss_weighting')}, not the book's recipe"

@@ -66,7 +66,7 @@ def test_the_mlp_trains_through_the_one_trainer_as_a_flow():
     mixture = dh.toy2d.eight_gaussians()
     points = mixture.sample(4096, torch.Generator().manual_seed(2))
     data = dh.ImageSet(points, torch.zeros(4096, dtype=torch.long))
-    config = dh.TrainConfig(batch_size=256, num_train_steps=300, lr=3e-3, warmup_steps=10, channels_last=False, eval_every=100, checkpoint_every=1000, ema_decay=0.9)
+    config = dh.TrainConfig(loss_weighting="uniform", batch_size=256, num_train_steps=300, lr=3e-3, warmup_steps=10, channels_last=False, eval_every=100, checkpoint_every=1000, ema_decay=0.9)
     torch.manual_seed(0)
     state = dh.init_train_state(dh.VelocityNet(dh.toy2d.ToyMLP()), config)
     history = dh.train(state, data, dh.DataSpace((2,)), None, config, diffusion=dh.FlowConfig(), progress=False)

@@ -155,8 +155,8 @@ def test_bad_loop_options_are_refused_by_name(cfg, schedule, data, options, matc
 
 def test_the_diffusion_must_describe_the_schedule(cfg, schedule, data):
     state = dh.init_train_state(dh.UNet(cfg.unet), cfg.train)
-    with pytest.raises(ValueError, match=r"schedule \('linear', T=1000\) must be the one diffusion describes \('cosine', T=1000\)"):
-        dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion.replace(schedule="cosine"), progress=False)
+    with pytest.raises(ValueError, match=r"schedule \('cosine', T=1000\) must be the one diffusion describes \('linear', T=1000\)"):
+        dh.train(state, data[0], dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion.replace(schedule="linear"), progress=False)
     with pytest.raises(ValueError, match="diffusion must be a dh.DiffusionConfig .e.g. cfg.diffusion., got str"):
         dh.train_step(state, data[0].images[:4], schedule, cfg.train, diffusion="v")
     assert state.step == 0
@@ -173,7 +173,8 @@ def test_a_v_network_trains_on_the_v_target_from_the_diffusion_config(cfg, sched
     g = torch.Generator().manual_seed(cfg.train.seed + 1)  # validation_loss's own draws
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=g)
     eps = torch.randn(x0.shape, generator=g)
-    expected = dh.ddpm_loss(state.model, x0, schedule, t=t, eps=eps, prediction="v")
+    expected = dh.ddpm_loss(state.model, x0, schedule, t=t, eps=eps, prediction="v", weighting=cfg.train.loss_weighting,
+                            min_snr_gamma=cfg.train.min_snr_gamma)   # weighted as the training loss is
     # the same computation in the same order: equal to the last bit
     assert dh.validation_loss(state.model, data[1], schedule, cfg.train, diffusion=v) == float(expected.detach())
 
@@ -188,7 +189,7 @@ def test_a_checkpoint_written_before_the_prediction_moved_still_resumes(cfg, sch
     run(state, cfg, schedule, data[0], num_steps=2, checkpoint_path=tmp_path / "new.pt")
     payload = read_weights(tmp_path / "new.pt", "checkpoint")
     identity = {key: value for key, value in payload["identity"].items() if key != "diffusion"}
-    old = {**identity, "schedule": "linear", "T": 1000, "prediction": "eps"}
+    old = {**identity, "schedule": cfg.diffusion.schedule, "T": 1000, "prediction": "eps"}
     write_atomic({**{k: v for k, v in payload.items() if k != "format_version"}, "identity": old}, tmp_path / "old.pt")
     resumed = dh.load_checkpoint(tmp_path / "old.pt", dh.UNet(cfg.unet), cfg.diffusion, cfg.train)
     assert resumed.step == 2 and same_weights(resumed, state)

@@ -210,8 +210,8 @@ def test_checkpoint_from_another_network_schedule_or_loss_is_refused(tmp_path, c
     with pytest.raises(ValueError, match=r"another network, diffusion or loss: network: checkpoint \{.*'channels': 8.*vs now \{.*'channels': 16"):
         dh.load_checkpoint(path, wider, cfg.diffusion, cfg.train)
     model = dh.UNet(cfg.unet)
-    with pytest.raises(ValueError, match=r"diffusion.schedule: checkpoint 'linear' vs now 'cosine'"):
-        dh.load_checkpoint(path, model, cfg.diffusion.replace(schedule="cosine"), cfg.train)
+    with pytest.raises(ValueError, match=r"diffusion.schedule: checkpoint 'cosine' vs now 'linear'"):
+        dh.load_checkpoint(path, model, cfg.diffusion.replace(schedule="linear"), cfg.train)
     with pytest.raises(ValueError, match=r"diffusion.T: checkpoint 1000 vs now 100"):
         dh.load_checkpoint(path, model, cfg.diffusion.replace(T=100), cfg.train)
     with pytest.raises(ValueError, match=r"diffusion.prediction: checkpoint 'eps' vs now 'v'"):  # a v-network is not an eps-network
