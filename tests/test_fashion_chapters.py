@@ -35,11 +35,11 @@ CHAPTERS = {  # chapter -> the check run after its FID reference exists
     "04_training": CHECK_DATA_AND_JUDGE.format(split="train", labels=[9, 0, 0, 3]),
     "05_sampling": CHECK_DATA_AND_JUDGE.format(split="test", labels=[9, 2, 1, 1]) + CHECK_NETWORK,
 }
+# Chapters not yet runnable on Fashion-MNIST, and why; the set may only shrink (a listed chapter that runs fails the strict xfail).
+NOT_YET = {"05_sampling"}
 NEEDED = (
-    "not yet runnable on Fashion-MNIST: (1) dh.evaluation.real_reference() takes `dataset=` (MNIST's judge by default): "
-    "04_training (the `reference = dh.evaluation.real_reference(...)` cell) and 05_sampling (its setup cell) must pass "
-    "`dataset=cfg.data.dataset` (with their full re-runs; the Fashion-MNIST judge itself ships); "
-    "(2) 05_sampling's setup cell loads `dh.load_pretrained(\"unconditional\")` and "
+    "not yet runnable on Fashion-MNIST: 05_sampling's setup cell builds its FID reference with MNIST's judge (it must pass "
+    "`dataset=cfg.data.dataset` to dh.evaluation.real_reference) and loads `dh.load_pretrained(\"unconditional\")` and "
     "`dh.pretrained_card(\"unconditional\")`, the MNIST model: it must load `dh.shipped_name(\"unconditional\", cfg.data.dataset)` "
     "(the Fashion-MNIST models ship with chapter 10), with its full re-run"
 )
@@ -59,20 +59,23 @@ def run_chapter(chapter: str, tmp_path: Path, monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
     client = NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(folder)}})
+    chapter_cells = list(notebook.cells)
     check = nbformat.v4.new_code_cell(CHAPTERS[chapter])
+    notebook.cells.append(check)  # nbclient stores each executed cell's outputs at its index in the notebook
+    check_index = len(notebook.cells) - 1
     with client.setup_kernel():
         checked = False
-        for index, cell in enumerate(notebook.cells):
+        for index, cell in enumerate(chapter_cells):
             client.execute_cell(cell, index)
             if not checked and cell.cell_type == "code" and "real_reference(" in cell.source:
-                client.execute_cell(check, len(notebook.cells))  # fail fast, before the chapter's minutes
+                client.execute_cell(check, check_index)  # fail fast, before the chapter's minutes
                 checked = True
         assert checked, f"{chapter} has no cell that calls dh.evaluation.real_reference"
-        client.execute_cell(check, len(notebook.cells))  # and what the chapter ended with
+        client.execute_cell(check, check_index)  # and what the chapter ended with
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=CellExecutionError, reason=NEEDED)
-@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
+@pytest.mark.parametrize("chapter", [pytest.param(chapter, marks=pytest.mark.xfail(strict=True, raises=CellExecutionError, reason=NEEDED))
+                                     if chapter in NOT_YET else chapter for chapter in sorted(CHAPTERS)])
 def test_the_chapter_runs_on_fashion_mnist_by_one_value(chapter, tmp_path, monkeypatch):
     run_chapter(chapter, tmp_path, monkeypatch)
