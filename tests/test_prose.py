@@ -27,7 +27,6 @@ KNOWN_TYPED: dict[str, int] = {
     "notebooks/05_sampling": 73,
     "notebooks/06_latent": 155,
     "notebooks/07_conditional": 56,
-    "notebooks/08_diagnostics": 63,
 }
 
 

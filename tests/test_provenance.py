@@ -24,7 +24,7 @@ import run_chapter  # noqa: E402
 # on it that has become fresh fails the test below until it is removed.
 _RECIPE = "made before the book adopted its recipe (issue 27: cosine schedule, min-SNR-γ weights, the 20-step judge); re-run once in the book-wide re-run (issue 31)"
 KNOWN_STALE: dict[str, str] = {f"notebooks/{chapter}": _RECIPE for chapter in (
-    "02_elbo", "04_training", "05_sampling", "06_latent", "07_conditional", "08_diagnostics",
+    "05_sampling", "06_latent", "07_conditional",
     "09_flow_matching", "10_fashion")}
 
 # The chapters that train a model the package ships, and those models (their cards' trained_by names
@@ -33,7 +33,7 @@ TRAINS: dict[str, tuple[str, ...]] = {"04_training": ("unconditional",), "06_lat
                                      "10_fashion": ("fashion_unconditional", "fashion_conditional")}
 # Chapters whose stored record predates record(trained=...). The set may only shrink: the strict
 # xfail below turns into a failure once a chapter's stored run and the shipped weights agree.
-TRAINED_NOT_YET_RECORDED = {"04_training", "06_latent", "07_conditional"}
+TRAINED_NOT_YET_RECORDED = {"06_latent", "07_conditional"}
 
 
 def test_config_hash_follows_the_fields_a_chapter_uses():
@@ -129,9 +129,9 @@ def test_a_chapter_edited_during_its_run_keeps_both_versions(tmp_path):
     assert chapter.read_text() == "executed" and not executed.exists()
 
 
-# Recipe runs recorded after chapter 4's stored run (issue 27, 2026-12-03): the chapter's re-run in the book-wide
-# re-run (issue 31) shows them. The set may only shrink: a run on it that the stored table shows fails the test.
-RECIPE_RUNS_AFTER_CHAPTER_4 = {"min_snr_cosine_logit_normal", "min_snr_cosine_midattn"}
+# Recipe runs recorded after chapter 4's stored run: its next re-run shows them. Empty since that run (2026-12-04),
+# which shows every recorded run. The set may only shrink: a run on it that the stored table shows fails the test.
+RECIPE_RUNS_AFTER_CHAPTER_4: set[str] = set()
 
 
 def test_chapter_4_levers_table_lists_every_recorded_recipe_run():
