@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # loads and samples the shipped models
 # 2 threads on an AMD EPYC it moved by 4e-7. How far that carries into the pinned values is a property of
 # the computation, found by perturbing every network output by a uniform relative error ±δ (4 draws each
 # at δ = 1e-6 and 1e-5, the response linear in δ). For the unconditional model of 2026-12-04 (cosine
-# schedule, whose 1/√ᾱ near t = T reaches 10⁴ and amplifies the network's error in x0_hat before clipping):
+# schedule, whose 1/√ᾱ near t = T reaches about 2·10⁴ and amplifies the network's error in x0_hat before clipping):
 # single values move by at most 188·δ (the 5-step DDIM with η = 1; x0_hat at t = T−3 of the first DDPM
 # steps 96·δ; the guided conditional model, linear schedule, 44·δ), sums over 2,048 values by at most
 # 19,500·δ (that x0_hat), the latent samples and their decoding by less, the loss by 6e-3·δ. With those
