@@ -25,7 +25,6 @@ ALLOWED = frozenset({"10,000", "60,000", "1,024"})
 # chapter not listed (every new one) may type none.
 KNOWN_TYPED: dict[str, int] = {
     "notebooks/06_latent": 155,
-    "notebooks/07_conditional": 56,
 }
 
 
