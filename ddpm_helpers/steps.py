@@ -46,7 +46,11 @@ def _not_applicable(method: str, **options: object) -> None:
         raise ValueError(f"{name}={value!r} does not apply to method {method!r} (see dh.SamplerSpec for which options each method takes)")
 
 
-def _check_step(x_t, t, t_prev, eps_hat, schedule) -> None:
+def _check_step(x_t, t, t_prev, eps_hat, schedule, clip_x0=None) -> None:
+    if clip_x0 is not None and not (isinstance(clip_x0, (tuple, list)) and len(clip_x0) == 2
+                                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in clip_x0) and clip_x0[0] < clip_x0[1]):
+        raise ValueError(f"clip_x0 must be None (no clipping) or a range (low, high) with low < high, e.g. dh.MNIST_PIXELS.value_range, got {clip_x0!r}"
+                         + (" (a step takes the range itself; True/False is dh.SamplerSpec's switch)" if isinstance(clip_x0, bool) else ""))
     if not isinstance(x_t, torch.Tensor) or not isinstance(eps_hat, torch.Tensor):
         raise ValueError(f"x_t and eps_hat must be tensors of one shape (B, ...), got {type(x_t).__name__} and {type(eps_hat).__name__}")
     check_same_shape(x_t, eps_hat, "x_t", "eps_hat")
@@ -95,7 +99,7 @@ def ddpm_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, var
     _not_applicable("ddpm", eta=eta)
     if variance is not None and variance not in VARIANCES:
         raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
-    _check_step(x_t, t, t_prev, eps_hat, schedule)
+    _check_step(x_t, t, t_prev, eps_hat, schedule, clip_x0)
     if not values_checked() and not read_back((t_prev == t - 1).all()):
         raise ValueError(f"method 'ddpm' steps from t to t - 1 (for fewer steps use 'ddim'), got t={t.tolist()}, t_prev={t_prev.tolist()}")
     return _ddpm_step(x_t, t, t_prev, eps_hat, schedule, variance=variance, clip_x0=clip_x0, generator=generator)
@@ -129,7 +133,7 @@ def ddim_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, var
     _not_applicable("ddim", variance=variance)
     if eta is not None and not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
         raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-    _check_step(x_t, t, t_prev, eps_hat, schedule)
+    _check_step(x_t, t, t_prev, eps_hat, schedule, clip_x0)
     return _ddim_step(x_t, t, t_prev, eps_hat, schedule, eta=eta, clip_x0=clip_x0, generator=generator)
 
 
@@ -166,7 +170,7 @@ def dpm_solver_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=Non
     With D = x0_hat the step is exactly DDIM with η = 0. ``generator`` is unused (no noise).
     """
     _not_applicable("dpm-solver++", eta=eta, variance=variance)
-    _check_step(x_t, t, t_prev, eps_hat, schedule)
+    _check_step(x_t, t, t_prev, eps_hat, schedule, clip_x0)
     _check_previous(previous, x_t, t, schedule)
     return _dpm_solver_step(x_t, t, t_prev, eps_hat, schedule, clip_x0=clip_x0, previous=previous)
 
@@ -207,7 +211,7 @@ def dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta
     η = 1's σ². The last step (t_prev = −1) returns D without noise.
     """
     _not_applicable("dpm-solver++-sde", eta=eta, variance=variance)
-    _check_step(x_t, t, t_prev, eps_hat, schedule)
+    _check_step(x_t, t, t_prev, eps_hat, schedule, clip_x0)
     _check_previous(previous, x_t, t, schedule)
     return _dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule, clip_x0=clip_x0, previous=previous, generator=generator)
 

@@ -517,3 +517,29 @@ def test_a_step_function_given_to_sample_replaces_the_methods_own(schedule):
     assert not torch.allclose(draw(step=halved), draw())
     with pytest.raises(ValueError, match="step must be a step function .* got str"):
         draw(step="ddim")
+
+
+def test_an_unclipped_ddim_step_carries_an_eps_error_times_the_alpha_bar_ratio():
+    """Chapter 5's reason why clipping matters on the cosine schedule: a deterministic step t → s is linear in
+    eps_hat with coefficient c = √(1 − ᾱ_s) − √(ᾱ_s/ᾱ_t)·√(1 − ᾱ_t), so an error δ of eps_hat reaches x_s as c·δ, and
+    |c| is about √(ᾱ_s/ᾱ_t) where ᾱ_t is tiny (the 5-step sampler's first jump, 7.7·10³ on the cosine schedule)."""
+    schedule = dh.make_schedule("cosine", 1000)
+    t_value, s_value = dh.timesteps(1000, 5)[:2]
+    t, s = torch.tensor([t_value]), torch.tensor([s_value])
+    x_t, eps = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    delta = 1e-3 * torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    a_t, a_s = schedule.alpha_bars[t_value].double(), schedule.alpha_bars[s_value].double()
+    c = float((1 - a_s).sqrt() - (a_s / a_t).sqrt() * (1 - a_t).sqrt())
+    moved = dh.ddim_step(x_t, t, s, eps + delta, schedule).x_prev - dh.ddim_step(x_t, t, s, eps, schedule).x_prev   # no clipping
+    # float32: each x_s is a difference of terms of size |c| ≈ 7.7e3 with relative rounding ~1e-7 each, so an
+    # absolute error ~1e-3 against differences |c·δ| of order 8: rtol 1e-3 leaves a margin of about 10
+    torch.testing.assert_close(moved.double(), c * delta.double(), rtol=1e-3, atol=2e-3)
+    assert abs(abs(c) - float((a_s / a_t).sqrt())) < 1.0 and abs(c) > 5_000
+
+
+def test_a_step_names_a_bad_clip_range():
+    x = torch.zeros(1, 1, 4, 4)
+    t = torch.tensor([10])
+    for bad in (False, (1.0, -1.0), (-1.0,), "[-1, 1]"):
+        with pytest.raises(ValueError, match=r"clip_x0 must be None \(no clipping\) or a range \(low, high\)"):
+            dh.ddim_step(x, t, t - 1, x, dh.make_schedule("linear", 100), clip_x0=bad)
