@@ -40,11 +40,19 @@ PAGES = toc_pages()
 CHAPTERS = [page for page in PAGES if page.startswith("notebooks/")]
 
 
+# Pages that reload themselves once after "load": the Try it page does when its service worker takes
+# control (book/try_it.md, "The runtime"), and defines window.tryIt only in the reloaded document.
+SETTLED_AFTER_RELOAD = {"book/try_it": "() => window.tryIt !== undefined"}
+
+
 class Visit(OfflineVisit):
     """A chapter or page of the book, opened offline, once its maths is typeset."""
 
     def __init__(self, browser, server: str, page_path: str):
         super().__init__(browser, server, urljoin(server, page_path + ".html"))
+        if page_path in SETTLED_AFTER_RELOAD:
+            # wait_for_function polls on across the reload; an evaluate that straddles it loses its document
+            self.page.wait_for_function(SETTLED_AFTER_RELOAD[page_path], timeout=60_000)
         self.page.wait_for_function("() => !window.MathJax || !window.MathJax.startup || window.MathJax.startup.promise !== undefined")
         self.page.evaluate("() => window.MathJax && window.MathJax.startup ? window.MathJax.startup.promise : null")
 
