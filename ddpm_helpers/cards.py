@@ -88,11 +88,14 @@ class Provenance:
 @dataclass(frozen=True)
 class LatentLink:
     """What a latent diffusion model needs beyond its network: z_scaled = ``scale``·E(x) (06_latent),
-    and the autoencoder E, D it was trained with, by name and by the SHA-256 of its weights file."""
+    the autoencoder E, D it was trained with, by name and by the SHA-256 of its weights file, and
+    ``value_range``, the interval (low, high) its scaled training latents fill, which its sampler clips
+    x̂0 to (:func:`~ddpm_helpers.latent.latent_range`; None for a model that records none, sampled unclipped)."""
 
     scale: float
     autoencoder: str
     autoencoder_sha256: str
+    value_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale) or self.scale <= 0:
@@ -100,6 +103,21 @@ class LatentLink:
         if not isinstance(self.autoencoder, str) or not self.autoencoder:
             raise ValueError(f"latent.autoencoder must name the autoencoder's weights, got {self.autoencoder!r}")
         _check_sha256(self.autoencoder_sha256, "latent.autoencoder_sha256")
+        if self.value_range is not None:
+            low_high = self.value_range
+            ok = isinstance(low_high, (tuple, list)) and len(low_high) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in low_high)
+            if not ok or not low_high[0] < low_high[1]:
+                raise ValueError(f"latent.value_range must be None or a pair (low, high) of finite numbers with low < high "
+                                 f"(the scaled training latents' min and max), got {low_high!r}")
+            object.__setattr__(self, "value_range", (float(low_high[0]), float(low_high[1])))  # a JSON list reads back as the tuple
+
+    def stored(self) -> dict:
+        """As the weights and the card store it; a link without a range is stored as before ranges were recorded."""
+        values = dataclasses.asdict(self)
+        if values["value_range"] is None:
+            del values["value_range"]
+        return values
 
 
 @dataclass(frozen=True)
@@ -152,11 +170,14 @@ class ModelCard:
     def identity(self) -> dict:
         """The fields the weights carry too, as they are stored there."""
         return {"name": self.name, "kind": self.kind, "network": self.network, "diffusion": self.diffusion,
-                "latent": None if self.latent is None else dataclasses.asdict(self.latent)}
+                "latent": None if self.latent is None else self.latent.stored()}
 
     def to_dict(self) -> dict:
         """The card as JSON-ready primitives, with the schema's version."""
-        return {"card_version": CARD_VERSION, **dataclasses.asdict(self)}
+        values = dataclasses.asdict(self)
+        if self.latent is not None:
+            values["latent"] = self.latent.stored()
+        return {"card_version": CARD_VERSION, **values}
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelCard":

@@ -115,8 +115,8 @@ def generate(
         shape = (card.network["image_channels"], card.network["image_size"], card.network["image_size"])
         space, spec = DataSpace(shape, (-1.0, 1.0)), SamplerSpec(sampler, num_steps=steps)
     else:
-        network, diffusion, autoencoder, scale = load_latent_model(model, device=device, directory=directory)
-        space, spec = DataSpace(autoencoder.config.latent_shape), SamplerSpec(sampler, num_steps=steps, clip_x0=False)  # latents have no known range
+        network, diffusion, autoencoder, scale, space = load_latent_model(model, device=device, directory=directory)
+        spec = SamplerSpec(sampler, num_steps=steps, clip_x0=space.value_range is not None)  # to its training latents' range, if recorded
     schedule = make_schedule(diffusion.schedule, diffusion.T).to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     y = None if digits is None else torch.tensor(digits, device=device)

@@ -65,6 +65,24 @@ def latent_scale(latents: torch.Tensor) -> float:
     return 1.0 / std
 
 
+def latent_range(latents: torch.Tensor) -> tuple[float, float]:
+    """(min, max) over all values of ``latents`` (the scaled training latents): the interval a sampler
+    clips x̂0 to in latent space, as it clips to [-1, 1] in pixels (06_latent).
+
+    A latent has no range known beforehand, but the data the model learnt from fills one; on the cosine
+    schedule a sampler's x̂0 at t near T multiplies the network's error by up to 1/√ᾱ_T, and clipping it to
+    where the data lies is what keeps a 20-step sampler on the data.
+    """
+    if not isinstance(latents, torch.Tensor):
+        raise ValueError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+    if latents.numel() < 2 or not bool(torch.isfinite(latents).all()):
+        raise ValueError(f"latents must hold at least two values, all finite, got shape {tuple(latents.shape)}")
+    low, high = float(latents.min()), float(latents.max())
+    if not low < high:
+        raise ValueError(f"latents must not all be equal (got every value {low}): they fill no interval")
+    return low, high
+
+
 def decode_latents(model: Autoencoder, z_scaled: torch.Tensor, scale: float, batch_size: int = 500) -> torch.Tensor:
     """x̂ = D(z_scaled / scale), in batches, without gradients and in eval mode.
 

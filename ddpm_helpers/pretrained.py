@@ -27,6 +27,7 @@ from .classifier import MNISTClassifier
 from .diffusion import EpsFromV
 from .latent import check_latent_model
 from .schedules import DiffusionConfig, make_schedule
+from .spaces import DataSpace
 from .unet import UNet, UNetConfig
 from .weights import WEIGHTS_DIR, half_state_dict, load_float_state_dict, write_atomic
 
@@ -67,13 +68,15 @@ class Pretrained(NamedTuple):
 
 
 class LatentModel(NamedTuple):
-    """A latent diffusion model with the autoencoder it was trained with: sample z of
-    ``autoencoder.config.latent_shape``, then x̂ = D(z / latent_scale) (06_latent)."""
+    """A latent diffusion model with the autoencoder it was trained with: sample z in ``space``, then
+    x̂ = D(z / latent_scale) (06_latent). ``space`` is the autoencoder's latent shape with the range of
+    the scaled training latents where the model records it (its sampler clips x̂0 to it), else none."""
 
     model: nn.Module
     diffusion: DiffusionConfig
     autoencoder: Autoencoder
     latent_scale: float
+    space: DataSpace
 
 
 def save_pretrained(
@@ -176,4 +179,4 @@ def load_latent_model(name: str = "latent", *, autoencoder: str | None = None, d
     ae, _ = load_pretrained(autoencoder_name, device=device, directory=directory)
     unet = model.model.config if isinstance(model, EpsFromV) else model.config
     check_latent_model(ae.config, unet.image_channels, unet.image_size)
-    return LatentModel(model, diffusion, ae, link.scale)
+    return LatentModel(model, diffusion, ae, link.scale, DataSpace(ae.config.latent_shape, link.value_range))

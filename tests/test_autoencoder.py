@@ -16,7 +16,7 @@ from ddpm_helpers.autoencoder import (
     reconstruction_loss,
     train_autoencoder,
 )
-from ddpm_helpers.latent import check_latent_model, decode_latents, encode_images, latent_scale
+from ddpm_helpers.latent import check_latent_model, decode_latents, encode_images, latent_range, latent_scale
 
 SMALL = AutoencoderConfig(image_size=16, channels=(8, 16), latent_channels=4)
 
@@ -135,6 +135,16 @@ def test_latent_scale_rejects_degenerate_latents():
         latent_scale(torch.tensor([0.0, float("nan")]))
 
 
+def test_latent_range_is_the_interval_the_latents_fill():
+    z = torch.tensor([[0.5, -2.0], [3.0, 1.0]])
+    assert latent_range(z) == (-2.0, 3.0)
+    for bad in (torch.ones(4, 4), torch.empty(0), torch.tensor([0.0, float("nan")]), torch.tensor([0.0, float("inf")])):
+        with pytest.raises(ValueError, match="latents must"):
+            latent_range(bad)
+    with pytest.raises(ValueError, match="latents must be a torch.Tensor, got list"):
+        latent_range([0.0, 1.0])
+
+
 def test_bad_inputs_name_the_argument():
     model = Autoencoder(SMALL)
     with pytest.raises(ValueError, match=r"x must have shape \(B, 1, 16, 16\), got shape \(2, 3, 16, 16\)"):
@@ -222,5 +232,8 @@ def test_latent_diffusion_trains_and_samples_with_no_range_assumption():
     assert z.shape == (4, 4, 8, 8) and torch.isfinite(z).all() and z.abs().max() > 1   # not clamped to an image range
     with pytest.raises(ValueError, match="clip_x0=True needs data with a known range"):
         dh.sample(state.ema.model, 4, space, schedule, dh.SamplerSpec("ddim", num_steps=3))
+    low, high = latent_range(latents)        # the range the training latents fill: the sampler clips x̂0 to it
+    z = dh.sample(state.ema.model, 4, dh.DataSpace((4, 8, 8), (low, high)), schedule, dh.SamplerSpec("ddim", num_steps=3), generator=torch.Generator().manual_seed(1))
+    assert low <= float(z.min()) and float(z.max()) <= high and z.abs().max() > 1
     with pytest.raises(ValueError, match=r"train_set.images must have shape \(N, 1, 32, 32\) for this data space"):
         dh.train(state, dh.ImageSet(latents, torch.zeros(64, dtype=torch.long)), dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, progress=False)

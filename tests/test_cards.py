@@ -29,7 +29,7 @@ def shelf(tmp_path):
     torch.manual_seed(0)
     save(dh.Autoencoder(AE_CONFIG), "ae", tmp_path)
     save(dh.Autoencoder(AE_CONFIG), "other_ae", tmp_path)
-    link = LatentLink(scale=0.37, autoencoder="ae", autoencoder_sha256=dh.pretrained_card("ae", tmp_path).sha256)
+    link = LatentLink(scale=0.37, autoencoder="ae", autoencoder_sha256=dh.pretrained_card("ae", tmp_path).sha256, value_range=(-3.5, 3.25))
     save(dh.UNet(LATENT_UNET), "lat", tmp_path, diffusion=dh.DiffusionConfig(), latent=link, train_config={"lr": 2e-3})
     save(dh.UNet(dh.TINY.unet), "pix", tmp_path, diffusion=dh.DiffusionConfig())
     return tmp_path
@@ -52,6 +52,7 @@ def test_a_card_round_trips_through_json_and_is_written_atomically(shelf):
     assert card.latent.scale == 0.37 and card.train_config == {"lr": 2e-3} and card.provenance == PROVENANCE
     assert card.identity() == {"name": "lat", "kind": "ddpm-unet", "network": LATENT_UNET.to_dict(), "diffusion": dh.DiffusionConfig().to_dict(),
                                "latent": dataclasses.asdict(card.latent)}
+    assert card.latent.value_range == (-3.5, 3.25)  # a JSON list read back as the tuple it was
     copy = write_card(card, shelf / "copy.json")
     assert read_card(copy, "the copy") == card and not list(shelf.glob("*.tmp"))
     assert card.sha256 == hashlib.sha256((shelf / "lat.pt").read_bytes()).hexdigest()
@@ -71,6 +72,9 @@ def test_a_card_round_trips_through_json_and_is_written_atomically(shelf):
     (dict(**{"provenance.num_train_images": "many"}), r"provenance.num_train_images must be int or None"),
     (dict(**{"latent.scale": -1.0}), r"latent.scale must be a positive finite number"),
     (dict(**{"latent.autoencoder_sha256": "ae"}), r"latent.autoencoder_sha256 must be a SHA-256"),
+    (dict(**{"latent.value_range": [3.0, -3.0]}), r"latent.value_range must be None or a pair \(low, high\) .* got \[3.0, -3.0\]"),
+    (dict(**{"latent.value_range": [-3.0]}), r"latent.value_range must be None or a pair"),
+    (dict(**{"latent.value_range": "wide"}), r"latent.value_range must be None or a pair"),
 ])
 def test_a_card_outside_the_schema_is_refused_by_field(shelf, change, message):
     edit_card(shelf / "lat.json", **change)
@@ -96,6 +100,7 @@ def test_write_card_makes_strict_json_before_opening_a_file():
 @pytest.mark.parametrize("field,value,message", [
     ("latent.scale", 0.5, r"latent: weights \{'scale': 0.37, .* vs card \{'scale': 0.5"),  # issue 26: an edited scale silently degraded every sample
     ("latent.autoencoder", "other_ae", r"latent: weights .*'autoencoder': 'ae'.* vs card .*'autoencoder': 'other_ae'"),
+    ("latent.value_range", [-1.0, 1.0], r"latent: weights .*'value_range': \(-3.5, 3.25\).* vs card .*'value_range': \(-1.0, 1.0\)"),
     ("diffusion.prediction", "v", r"diffusion: weights \{'T': 1000, 'schedule': 'linear', 'prediction': 'eps'\} vs card .*'prediction': 'v'"),
     ("diffusion.T", 500, r"diffusion: weights .*'T': 1000.* vs card .*'T': 500"),
     ("network.channels", 16, r"network: weights .*'channels': 8.* vs card .*'channels': 16"),
@@ -131,6 +136,7 @@ def test_weights_without_an_identity_are_refused(shelf):
 def test_a_latent_model_decodes_only_through_its_own_autoencoder(shelf):
     latent = dh.load_latent_model("lat", directory=shelf)
     assert latent.latent_scale == 0.37 and latent.autoencoder.config == AE_CONFIG
+    assert latent.space == dh.DataSpace(AE_CONFIG.latent_shape, (-3.5, 3.25))  # sampled clipped to its training latents' range
     with pytest.raises(ValueError, match=r"autoencoder: the latent model 'lat' was trained with the autoencoder 'ae' whose weights have SHA-256 .* but 'other_ae' has"):
         dh.load_latent_model("lat", autoencoder="other_ae", directory=shelf)
     for suffix in (".pt", ".json"):  # another autoencoder published under the same name
@@ -169,3 +175,14 @@ def _renamed_card(weights, directory):
     shutil.copy(weights.with_suffix(".json"), path)
     edit_card(path, name="renamed")
     return path
+
+
+def test_a_latent_model_that_records_no_range_loads_as_before_and_is_sampled_unclipped(tmp_path):
+    """Weights saved before ranges were recorded carry no value_range key; they still load, in a space with no range."""
+    save(dh.Autoencoder(AE_CONFIG), "ae", tmp_path)
+    link = LatentLink(scale=0.37, autoencoder="ae", autoencoder_sha256=dh.pretrained_card("ae", tmp_path).sha256)
+    save(dh.UNet(LATENT_UNET), "old", tmp_path, diffusion=dh.DiffusionConfig(), latent=link)
+    assert "value_range" not in torch.load(tmp_path / "old.pt", weights_only=True)["latent"]
+    assert "value_range" not in json.loads((tmp_path / "old.json").read_text())["latent"]
+    latent = dh.load_latent_model("old", directory=tmp_path)
+    assert latent.space == dh.DataSpace(AE_CONFIG.latent_shape) and latent.space.value_range is None

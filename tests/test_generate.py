@@ -39,11 +39,11 @@ def test_unconditional_and_latent_models_take_a_number_of_images():
     for result in (pixels, latent):
         assert result.images.shape == (2, 1, 32, 32) and result.digits is None
         assert result.images.min() >= -1 and result.images.max() <= 1
-    assert not latent.spec.clip_x0  # latents have no known range: nothing is clipped before decoding
     # the latent path decodes: the same latents through the model's own autoencoder give these images
-    model, diffusion, autoencoder, scale = dh.load_latent_model("latent")
+    model, diffusion, autoencoder, scale, space = dh.load_latent_model("latent")
+    assert latent.spec.clip_x0 == (space.value_range is not None)  # clipped to its training latents' range where the model records it
     schedule = dh.make_schedule(diffusion.schedule, diffusion.T)
-    z = dh.sample(model, 2, dh.DataSpace(autoencoder.config.latent_shape), schedule, latent.spec, generator=torch.Generator().manual_seed(0), batch_size=125)
+    z = dh.sample(model, 2, space, schedule, latent.spec, generator=torch.Generator().manual_seed(0), batch_size=125)
     torch.testing.assert_close(latent.images, dh.latent.decode_latents(autoencoder, z, scale).clamp(-1, 1), rtol=0, atol=0)
 
 

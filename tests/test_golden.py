@@ -130,7 +130,7 @@ def test_golden_loss(models):
 
 def test_golden_latent_models():
     """The shipped autoencoder and latent diffusion model: they pair, and a short sample decodes to pinned values."""
-    latent, diffusion, autoencoder, latent_scale = dh.load_latent_model("latent")   # checks the pair by the autoencoder's SHA-256
+    latent, diffusion, autoencoder, latent_scale, space = dh.load_latent_model("latent")   # checks the pair by the autoencoder's SHA-256
     card = dh.pretrained_card("latent")
     assert card.latent.autoencoder_sha256 == dh.pretrained_card("autoencoder").sha256 and card.provenance.num_train_images == 11_823
     schedule = dh.make_schedule(diffusion.schedule, diffusion.T)
