@@ -78,8 +78,9 @@ def generate(
     ``guidance_scale`` (1: the conditional model as trained); an unconditional or latent model draws
     ``num_images``. ``sampler`` is a method of ``dh.STEPS`` run for ``steps`` steps (None: all T;
     "ddpm" always visits all T). The starting noise and every fresh draw come from a generator seeded
-    with ``seed``, so the same call gives the same images. A latent model's samples are decoded
-    through its own autoencoder. Returns :class:`Generated`.
+    with ``seed``, so the same call gives the same images. A latent model is sampled with x̂0 clipped
+    to the range of its training latents where its card records one, and decoded through its own
+    autoencoder. Returns :class:`Generated`.
     """
     available = diffusion_models(directory)
     if model not in available:
