@@ -22,9 +22,7 @@ import run_chapter  # noqa: E402
 # Chapters whose stored outputs predate the provenance record, or the current package, and are
 # due for one re-run with the final weights (the trust pass). The list may only shrink: a chapter
 # on it that has become fresh fails the test below until it is removed.
-_RECIPE = "made before the book adopted its recipe (issue 27: cosine schedule, min-SNR-γ weights, the 20-step judge); re-run once in the book-wide re-run (issue 31)"
-KNOWN_STALE: dict[str, str] = {f"notebooks/{chapter}": _RECIPE for chapter in (
-    "09_flow_matching",)}
+KNOWN_STALE: dict[str, str] = {}
 
 # The chapters that train a model the package ships, and those models (their cards' trained_by names
 # the chapter). The classifier is trained by scripts/train_classifier.py, no chapter, so it is not here.
