@@ -95,7 +95,6 @@ def test_glue_outside_a_kernel_does_nothing(capsys):
 # maths. Code writes "s = 1.5", never "$s$ = 1.5". These stored texts predate the check; they go when
 # each chapter is next re-run (the book-wide re-run of issue 31). The lists may only shrink.
 KNOWN_DOLLAR_GLUE: dict[str, set[str]] = {
-    "notebooks/05_sampling": {"spacing-reason"},
     "notebooks/07_conditional": {"acc-list", "fid-list", "rise-verdict", "sample-medians", "copy-shares", "slider-acc", "seed-verdict"},
 }
 
