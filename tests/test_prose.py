@@ -94,9 +94,7 @@ def test_glue_outside_a_kernel_does_nothing(capsys):
 # Glued texts are shown as plain text by {glue:text}: a "$s$" in one appears on the page as "$s$", not as
 # maths. Code writes "s = 1.5", never "$s$ = 1.5". These stored texts predate the check; they go when
 # each chapter is next re-run (the book-wide re-run of issue 31). The lists may only shrink.
-KNOWN_DOLLAR_GLUE: dict[str, set[str]] = {
-    "notebooks/07_conditional": {"acc-list", "fid-list", "rise-verdict", "sample-medians", "copy-shares", "slider-acc", "seed-verdict"},
-}
+KNOWN_DOLLAR_GLUE: dict[str, set[str]] = {}
 
 
 def glued_texts(chapter: str) -> dict[str, str]:
