@@ -27,11 +27,15 @@ from .train_state import TrainConfig
 from .weights import read_weights
 
 CARD_VERSION = 1
-KINDS = ("ddpm-unet", "autoencoder", "mnist-classifier")
+KINDS = ("ddpm-unet", "flow-unet", "autoencoder", "mnist-classifier")
+#: The kinds whose identity holds the process they were trained for: a diffusion's
+#: :class:`~ddpm_helpers.schedules.DiffusionConfig` or a flow's :class:`~ddpm_helpers.flow.FlowConfig`.
+PROCESS_KINDS = ("ddpm-unet", "flow-unet")
 #: The training settings a card's ``train_config`` may hold, per kind: the fields of
 #: :class:`~ddpm_helpers.train_state.TrainConfig`, or the arguments of ``train_autoencoder`` / ``train_classifier``.
 TRAIN_FIELDS: dict[str, tuple[str, ...]] = {
     "ddpm-unet": tuple(field.name for field in dataclasses.fields(TrainConfig)),
+    "flow-unet": tuple(field.name for field in dataclasses.fields(TrainConfig)),
     "autoencoder": ("num_steps", "batch_size", "lr", "warmup_steps", "seed"),
     "mnist-classifier": ("epochs", "batch_size", "lr", "seed"),
 }
@@ -125,7 +129,8 @@ class ModelCard:
     """The card of one shipped model (every kind: diffusion networks, the autoencoder, the classifier).
 
     Identity (also inside the weights): ``name``, ``kind``, ``network`` (the network's config),
-    ``diffusion`` (T, schedule, prediction; None for other kinds), ``latent`` (:class:`LatentLink`
+    ``diffusion`` (a diffusion network's T, schedule and prediction; a flow network's
+    :class:`~ddpm_helpers.flow.FlowConfig`; None for other kinds), ``latent`` (:class:`LatentLink`
     for a latent model, else None). Then ``sha256`` of the weights file, ``train_config`` (the
     training settings as saved, keys from :data:`TRAIN_FIELDS`), ``provenance``, ``quality``
     (metric name → :class:`Measure`) and ``notes`` (e.g. which facts are unknown).
@@ -150,8 +155,9 @@ class ModelCard:
         _check_sha256(self.sha256, "sha256")
         if not isinstance(self.network, dict):
             raise ValueError(f"network must be the network's config as a dict, got {type(self.network).__name__}")
-        if (self.kind == "ddpm-unet") != isinstance(self.diffusion, dict):
-            raise ValueError(f"diffusion must be a dict for a 'ddpm-unet' and None otherwise, got {self.diffusion!r} for a {self.kind!r}")
+        if (self.kind in PROCESS_KINDS) != isinstance(self.diffusion, dict):
+            raise ValueError(f"diffusion must be a dict for a {' or '.join(map(repr, PROCESS_KINDS))} (its process's config) and None otherwise, "
+                             f"got {self.diffusion!r} for a {self.kind!r}")
         if self.latent is not None and (self.kind != "ddpm-unet" or not isinstance(self.latent, LatentLink)):
             raise ValueError(f"latent must be a LatentLink of a 'ddpm-unet', or None; got {self.latent!r} for a {self.kind!r}")
         if self.train_config is not None:

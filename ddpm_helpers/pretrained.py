@@ -10,7 +10,10 @@ own name, and the identity the card repeats (:func:`~ddpm_helpers.cards.read_mod
 A v-predicting network (``diffusion.prediction == "v"``) is loaded wrapped in
 :class:`~ddpm_helpers.diffusion.EpsFromV`: every sampler, the ELBO and guidance read ε, and a bare
 v-network handed to them would give wrong samples without any error. The raw network is
-``model.model``. Taught in: 04_training (06_latent for latent models).
+``model.model``. A flow-matching network (kind ``flow-unet``) is saved as its U-Net with its
+:class:`~ddpm_helpers.flow.FlowConfig` in the identity's ``diffusion`` field, and loaded wrapped in
+:class:`~ddpm_helpers.flow.VelocityNet`, so it answers only to the flow samplers. Taught in:
+04_training (06_latent for latent models, 09_flow_matching for the flow).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .autoencoder import Autoencoder, AutoencoderConfig
 from .cards import LatentLink, ModelCard, Provenance, read_card, read_model, write_card
 from .classifier import MNISTClassifier
 from .diffusion import EpsFromV
+from .flow import FlowConfig, VelocityNet
 from .latent import check_latent_model
 from .schedules import DiffusionConfig, make_schedule
 from .spaces import DataSpace
@@ -32,8 +36,10 @@ from .unet import UNet, UNetConfig
 from .weights import WEIGHTS_DIR, half_state_dict, load_float_state_dict, write_atomic
 
 #: The kinds of shipped networks: each kind's class and the config class it is built from (None: no config).
-KINDS: dict[str, tuple[type, type | None]] = {"ddpm-unet": (UNet, UNetConfig), "autoencoder": (Autoencoder, AutoencoderConfig), "mnist-classifier": (MNISTClassifier, None)}
-_KIND_OF = {network: kind for kind, (network, _) in KINDS.items()}
+#: A flow-unet is a U-Net too; it is saved and loaded through its :class:`~ddpm_helpers.flow.VelocityNet` wrapper.
+KINDS: dict[str, tuple[type, type | None]] = {"ddpm-unet": (UNet, UNetConfig), "flow-unet": (UNet, UNetConfig),
+                                              "autoencoder": (Autoencoder, AutoencoderConfig), "mnist-classifier": (MNISTClassifier, None)}
+_KIND_OF = {UNet: "ddpm-unet", VelocityNet: "flow-unet", Autoencoder: "autoencoder", MNISTClassifier: "mnist-classifier"}
 
 
 #: The name of the shipped model for each data set and role (what a chapter's code asks for): MNIST's
@@ -60,11 +66,12 @@ def shipped_name(role: str, dataset: str = "mnist") -> str:
 
 
 class Pretrained(NamedTuple):
-    """A shipped network (float32, eval mode; an ε-network, see the module) and the diffusion it was
-    trained for (None for an autoencoder or the classifier)."""
+    """A shipped network (float32, eval mode; an ε-network, or a :class:`~ddpm_helpers.flow.VelocityNet`
+    for a flow, see the module) and the process it was trained for: its diffusion, its
+    :class:`~ddpm_helpers.flow.FlowConfig` for a flow, None for an autoencoder or the classifier."""
 
     model: nn.Module
-    diffusion: DiffusionConfig | None
+    diffusion: DiffusionConfig | FlowConfig | None
 
 
 class LatentModel(NamedTuple):
@@ -80,13 +87,14 @@ class LatentModel(NamedTuple):
 
 
 def save_pretrained(
-    model: nn.Module, name: str, *, directory: str | Path, diffusion: DiffusionConfig | None, provenance: Provenance,
+    model: nn.Module, name: str, *, directory: str | Path, diffusion: DiffusionConfig | FlowConfig | None, provenance: Provenance,
     quality: dict, train_config: dict | None, latent: LatentLink | None = None, notes: str = "",
 ) -> Path:
     """Write ``<name>.pt`` (half-precision weights + identity) and ``<name>.json`` (its card, with the
     SHA-256 of the weights) into ``directory``; returns the .pt path. The card is built here, so every
     card follows one schema. An :class:`EpsFromV` is saved as its v-network, with
-    ``diffusion.prediction == "v"``. Publishing into the package's own ``WEIGHTS_DIR`` is
+    ``diffusion.prediction == "v"``; a :class:`~ddpm_helpers.flow.VelocityNet` as its network with
+    ``diffusion`` its own :class:`~ddpm_helpers.flow.FlowConfig`. Publishing into the package's own ``WEIGHTS_DIR`` is
     ``scripts/publish_weights.py``'s step, never a chapter's."""
     if isinstance(model, EpsFromV):
         if diffusion is None or diffusion.prediction != "v":
@@ -95,10 +103,16 @@ def save_pretrained(
     kind = _KIND_OF.get(type(model))
     if kind is None:
         raise ValueError(f"model must be one of {[c.__name__ for c in _KIND_OF]}, got {type(model).__name__}")
-    if (kind == "ddpm-unet") != (diffusion is not None):
-        raise ValueError(f"diffusion must be given for a diffusion network and None otherwise, got {diffusion!r} for a {kind}")
-    if diffusion is not None and not isinstance(diffusion, DiffusionConfig):
-        raise ValueError(f"diffusion must be a dh.DiffusionConfig, got {type(diffusion).__name__}")
+    if (kind in ("ddpm-unet", "flow-unet")) != (diffusion is not None):
+        raise ValueError(f"diffusion must be given for a diffusion or flow network and None otherwise, got {diffusion!r} for a {kind}")
+    if kind == "ddpm-unet" and not isinstance(diffusion, DiffusionConfig):
+        raise ValueError(f"diffusion must be a dh.DiffusionConfig for a diffusion network, got {type(diffusion).__name__}")
+    if kind == "flow-unet":
+        if not isinstance(diffusion, FlowConfig) or diffusion != model.flow:
+            raise ValueError(f"diffusion must be the flow network's own dh.FlowConfig ({model.flow!r}), got {diffusion!r}")
+        if not isinstance(model.net, UNet):
+            raise ValueError(f"model: a flow network is shipped as a dh.UNet inside its dh.VelocityNet, got a {type(model.net).__name__} inside")
+        model = model.net
     network = model.config.to_dict() if hasattr(model, "config") else {}
     card = ModelCard(  # validates every field before anything is written
         name=name, kind=kind, sha256="0" * 64, network=network, diffusion=None if diffusion is None else diffusion.to_dict(),
@@ -128,7 +142,7 @@ def _check_exists(name: str, directory: Path) -> None:
 
 
 def load_pretrained(
-    name: str, *, device: torch.device | str = "cpu", unet: UNetConfig | None = None, diffusion: DiffusionConfig | None = None,
+    name: str, *, device: torch.device | str = "cpu", unet: UNetConfig | None = None, diffusion: DiffusionConfig | FlowConfig | None = None,
     directory: str | Path = WEIGHTS_DIR,
 ) -> Pretrained:
     """The model ``name`` in float32 eval mode on ``device``, and the diffusion it was trained for.
@@ -136,7 +150,7 @@ def load_pretrained(
     The weights must match their card (:func:`~ddpm_helpers.cards.read_model`). With ``unet`` or
     ``diffusion`` given, the saved configs must equal them (else a ValueError names the
     differences), so a chapter cannot silently pair weights with the wrong network or schedule.
-    A v-network comes wrapped in :class:`EpsFromV` (see the module).
+    A v-network comes wrapped in :class:`EpsFromV`, a flow network in :class:`~ddpm_helpers.flow.VelocityNet` (see the module).
     """
     directory = Path(directory)
     _check_exists(name, directory)
@@ -144,7 +158,8 @@ def load_pretrained(
     card, payload = read_model(directory / f"{name}.pt", directory / f"{name}.json", name, what)
     network_class, config_class = KINDS[card.kind]
     config = None if config_class is None else config_class.from_dict(payload["config"])
-    saved_diffusion = None if payload["diffusion"] is None else DiffusionConfig.from_dict(payload["diffusion"])
+    process = FlowConfig if card.kind == "flow-unet" else DiffusionConfig
+    saved_diffusion = None if payload["diffusion"] is None else process.from_dict(payload["diffusion"])
     differences = [
         f"{label}: weights {saved!r} vs asked {asked!r}"
         for label, saved, asked in (("network", config, unet), ("diffusion", saved_diffusion, diffusion))
@@ -153,7 +168,9 @@ def load_pretrained(
     if differences:
         raise ValueError(f"{what} does not match this configuration: " + "; ".join(differences))
     model = load_float_state_dict(network_class() if config is None else network_class(config), payload["state_dict"], what).eval().to(device)
-    if saved_diffusion is not None and saved_diffusion.prediction == "v":
+    if card.kind == "flow-unet":
+        model = VelocityNet(model, saved_diffusion).eval()
+    elif saved_diffusion is not None and saved_diffusion.prediction == "v":
         model = EpsFromV(model, make_schedule(saved_diffusion.schedule, saved_diffusion.T).to(device)).eval()
     return Pretrained(model, saved_diffusion)
 

@@ -1,9 +1,11 @@
-"""Train the book's unconditional DDPM from scratch, scoring samples at wall-clock checkpoints.
+"""Train the book's unconditional DDPM (or, with ``--flow``, its flow-matching model) from scratch,
+scoring samples at wall-clock checkpoints.
 
     DDPM_MNIST_ROOT=/path/to/mnist python scripts/train_unconditional.py --minutes 5 10 15
     DDPM_MNIST_ROOT=/path/to/mnist python scripts/train_unconditional.py --set train.batch_size=64 train.lr=3e-3 unet.channels=48
     torchrun --nproc_per_node 2 scripts/train_unconditional.py ...      # data-parallel, same code path
     python scripts/train_unconditional.py --smoke                       # seconds: tiny config, a temporary --out
+    DDPM_MNIST_ROOT=/path/to/mnist python scripts/train_unconditional.py --flow --steps 12000 --seeds 3   # the shipped flow
 
 Configuration: the full preset (``dh.FULL``; ``dh.TINY`` with ``--smoke``) with ``--set
 component.field=value`` overrides read by ``dh.Config.with_overrides``, where the component is
@@ -23,6 +25,17 @@ copy into the package. At each checkpoint the EMA weights draw ``--samples`` ima
 judging sampler (``cfg.judge``: the stochastic DPM-Solver++(2M), 20 steps) and the MNIST classifier reports FID (against
 as many test images), the confidently recognised share and the rarest digit. A v-predicting network
 (``diffusion.prediction=v``) is judged through ``dh.EpsFromV``, and its card says it predicts v.
+
+``--steps N`` plans the run in optimiser steps instead (the learning rate cools over the last steps,
+as in the chapters), with checkpoints at the same fractions of it as ``--minutes`` would be of the
+time; ``--seeds K`` scores the finished model with K sampling seeds (``cfg.seed`` onwards) and puts
+their mean on the card, with the spread in its notes, as the chapters do.
+
+``--flow`` trains flow matching (09_flow_matching) with the same U-Net, trainer and data: the network
+is a ``dh.VelocityNet``, the loss is unweighted (``train.loss_weighting=uniform``) and the flow times
+are logit-normal (``train.timestep_sampling=logit_normal``, the better of chapter 9's two; ``--set``
+can change it). It is judged by Euler steps with as many network evaluations as ``cfg.judge`` and
+saved as ``flow.pt`` / ``flow.json`` (kind ``flow-unet``) in ``runs/flow/`` by default.
 """
 
 from __future__ import annotations
@@ -51,15 +64,29 @@ def parse_args() -> tuple[argparse.Namespace, dh.Config]:
     parser.add_argument("--out", type=Path, default=None, help="folder for the checkpoint, the quality log and the trained model (default runs/unconditional)")
     parser.add_argument("--set", nargs="*", default=[], metavar="COMPONENT.FIELD=VALUE", help="config overrides, e.g. train.batch_size=64 unet.channels=48")
     parser.add_argument("--smoke", action="store_true", help="the smallest run: tiny config, seconds, a temporary --out unless given")
+    parser.add_argument("--flow", action="store_true", help="train flow matching instead of DDPM (same network and trainer), saved as 'flow'")
+    parser.add_argument("--steps", type=int, default=None, help="plan the run in optimiser steps (checkpoints at the same fractions as the default --minutes)")
+    parser.add_argument("--seeds", type=int, default=1, help="sampling seeds that score the finished model for its card (default 1)")
     args = parser.parse_args()
+    if args.steps is not None and args.minutes is not None:
+        parser.error("give --minutes (a plan in time) or --steps (a plan in steps), not both")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be a positive number of optimiser steps, got {args.steps}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.steps is not None:  # checkpoints at 2/15, 5/15, 10/15 and all of the plan, as the default minutes are of 15
+        args.step_points = sorted({max(1, round(args.steps * f)) for f in (2 / 15, 5 / 15, 10 / 15, 1)})
     args.minutes = sorted(args.minutes or (SMOKE["minutes"] if args.smoke else [2, 5, 10, 15]))
     args.samples = args.samples or (SMOKE["samples"] if args.smoke else 500)
     if args.out is None:
-        args.out = Path(tempfile.mkdtemp(prefix="train_unconditional-smoke-")) if args.smoke else RUNS / "unconditional"
+        args.out = Path(tempfile.mkdtemp(prefix="train_unconditional-smoke-")) if args.smoke else RUNS / ("flow" if args.flow else "unconditional")
     if args.minutes[0] <= 0:
         parser.error(f"--minutes must be positive, got {args.minutes}")
     try:
-        cfg = (dh.TINY if args.smoke else dh.FULL).with_overrides(args.set)
+        base = dh.TINY if args.smoke else dh.FULL
+        if args.flow:  # the flow's own defaults, before the overrides (which may change them)
+            base = base.replace(train=base.train.replace(loss_weighting="uniform", timestep_sampling="logit_normal"))
+        cfg = base.with_overrides(args.set)
     except ValueError as error:
         parser.error(f"--set: {error}")
     return args, cfg
@@ -70,6 +97,20 @@ def judged(model: torch.nn.Module, cfg: dh.Config, schedule: dh.NoiseSchedule) -
     return model if cfg.diffusion.prediction == "eps" else dh.EpsFromV(model, schedule)
 
 
+def flow_judge(cfg: dh.Config) -> dh.FlowSamplerSpec:
+    """A flow's judge: Euler steps, as many network evaluations as the diffusion's judge (09_flow_matching)."""
+    return dh.FlowSamplerSpec("euler", cfg.judge.num_steps)
+
+
+def score(model: torch.nn.Module, cfg: dh.Config, args: argparse.Namespace, schedule: dh.NoiseSchedule, reference, seed: int):
+    """The quality report of ``model``'s samples (``reference.num_samples`` of them, noise from ``seed``)."""
+    if args.flow:
+        report, _ = dh.flow_sample_quality(model, reference, flow_judge(cfg), seed=seed, batch_size=cfg.sample_batch_size)
+    else:
+        report, _ = dh.evaluation.sample_quality(judged(model, cfg, schedule), schedule, reference, cfg.judge, seed=seed, batch_size=cfg.sample_batch_size)
+    return report
+
+
 def main() -> None:
     args, cfg = parse_args()
     distributed = "WORLD_SIZE" in os.environ
@@ -78,19 +119,23 @@ def main() -> None:
     rank = dist.get_rank() if distributed else 0
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if torch.cuda.is_available() else torch.device("cpu")
     if rank == 0:
-        print(cfg.summary(), "| prediction:", cfg.diffusion.prediction, "| judge:", cfg.judge, "| device:", dh.describe_device(device),
+        what = f"flow matching, t {cfg.train.timestep_sampling} | judge: {flow_judge(cfg)}" if args.flow else f"prediction: {cfg.diffusion.prediction} | judge: {cfg.judge}"
+        print(cfg.summary(), "|", what, "| device:", dh.describe_device(device),
               "| processes:", dist.get_world_size() if distributed else 1)
 
     train_set, test_set = dh.load_mnist("train", cfg), dh.load_mnist("test", cfg)
     val_set = dh.load_mnist("val", cfg)
     reference = dh.evaluation.real_reference(train_set.images, test_set.images, args.samples, device) if rank == 0 else None
-    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)
+    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)  # the DDPM's (a flow has none)
+    process = dh.FlowConfig() if args.flow else cfg.diffusion
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint, log_path = args.out / "checkpoint.pt", args.out / "quality.json"
     dh.seed_everything(cfg.seed)  # the initial weights; identical in every process
-    # The plan is the whole time budget, so the learning rate cools over the end of the last checkpoint's minutes.
+    # The plan is the whole budget (time, or steps with --steps), so the learning rate cools over its end.
+    network = dh.UNet(cfg.unet).to(device)
+    plan = {"num_steps": args.steps} if args.steps is not None else {"max_seconds": 60 * args.minutes[-1]}
     try:
-        state = dh.resume_or_init(checkpoint, dh.UNet(cfg.unet).to(device), cfg.diffusion, cfg.train, max_seconds=60 * args.minutes[-1])
+        state = dh.resume_or_init(checkpoint, dh.VelocityNet(network, process) if args.flow else network, process, cfg.train, **plan)
     except ValueError as error:  # a checkpoint of another plan, network, diffusion or loss
         raise SystemExit(f"{error}\n(to start a new run, choose another --out)") from error
     log = json.loads(log_path.read_text()) if log_path.is_file() and state.step else {"config": cfg.to_dict(), "checkpoints": []}
@@ -103,17 +148,16 @@ def main() -> None:
         score the EMA weights, log them, and after the last one save the model and its card."""
         if rank == 0:
             start = time.perf_counter()
-            report, _ = dh.evaluation.sample_quality(judged(state.ema.model, cfg, schedule), schedule, reference, cfg.judge,
-                                                     seed=cfg.seed, batch_size=cfg.sample_batch_size)
+            report = score(state.ema.model, cfg, args, schedule, reference, cfg.seed)
             row = {"minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_per_s": round(state.step * cfg.train.batch_size / state.elapsed, 1),
                    "val_loss": state.history.val_loss[-1], **report._asdict(), "eval_seconds": round(time.perf_counter() - start, 1)}
             log["checkpoints"].append(row)
-            log.update(fid_floor=reference.fid_floor, sampler=str(cfg.judge), device=dh.describe_device(device), num_train_images=len(train_set.labels))
+            log.update(fid_floor=reference.fid_floor, sampler=str(flow_judge(cfg) if args.flow else cfg.judge), device=dh.describe_device(device), num_train_images=len(train_set.labels))
             log_path.write_text(json.dumps(log, indent=1) + "\n")
             print(f"{row['minutes']:6.2f} min {state.step:6d} steps ({row['images_per_s']:.0f} img/s): val loss {row['val_loss']:.4f}, "
                   f"FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
             if state.plan_complete:
-                save_model(state, cfg, args, report, reference, len(train_set.labels), device)
+                save_model(state, cfg, args, schedule, report, reference, len(train_set.labels), device)
         if distributed:
             dist.barrier()  # the other processes wait here (dh.train does not count a callback as training time)
 
@@ -121,21 +165,35 @@ def main() -> None:
         if rank == 0:
             print(f"the run in {args.out} is complete ({state.elapsed / 60:.2f} min of training); see {log_path}")
     else:  # checkpoints up to state.elapsed were scored before the run was interrupted
-        dh.train(state, train_set, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, val_set=val_set, checkpoint_path=checkpoint,
-                 on_eval=evaluate, eval_at_seconds=[60 * m for m in args.minutes if 60 * m > state.elapsed], progress=False)
+        points = ({"eval_at_steps": [s for s in args.step_points if s > state.step]} if args.steps is not None
+                  else {"eval_at_seconds": [60 * m for m in args.minutes if 60 * m > state.elapsed]})
+        dh.train(state, train_set, dh.MNIST_PIXELS, None if args.flow else schedule, cfg.train, diffusion=process, val_set=val_set,
+                 checkpoint_path=checkpoint, on_eval=evaluate, progress=False, **points)
     if distributed:
         dist.destroy_process_group()
 
 
-def save_model(state: dh.TrainState, cfg: dh.Config, args: argparse.Namespace, report, reference, num_train_images: int, device: torch.device) -> None:
-    """The EMA weights as ``<out>/unconditional.pt`` with their card (its diffusion config says what the network predicts)."""
+def save_model(state: dh.TrainState, cfg: dh.Config, args: argparse.Namespace, schedule: dh.NoiseSchedule, report, reference,
+               num_train_images: int, device: torch.device) -> None:
+    """The EMA weights as ``<out>/unconditional.pt`` (or ``flow.pt``) with their card: quality as the mean
+    over ``--seeds`` sampling seeds (the first is the last checkpoint's ``report``), the rarest digit the
+    least over the seeds, the spread in the notes."""
+    reports = [report] + [score(state.ema.model, cfg, args, schedule, reference, cfg.seed + k) for k in range(1, args.seeds)]
+    fids, confident = torch.tensor([r.fid for r in reports]), torch.tensor([r.confident_fraction for r in reports])
+    spread = f"; spread over seeds (sd): confident {float(confident.std()):.4f}, fid {float(fids.std()):.2f}" if len(reports) > 1 else ""
+    notes = (f"quality: mean over sampling seeds {cfg.seed}-{cfg.seed + len(reports) - 1}, {reference.num_samples} samples each, against as many "
+             f"test images; min_class_share is the rarest digit over the seeds{spread}")
     provenance = dh.cards.Provenance(date=datetime.date.today().isoformat(), device=dh.describe_device(device), train_seconds=round(state.elapsed, 1),
-                                     num_train_images=num_train_images, num_steps=state.step, trained_by="scripts/train_unconditional.py")
-    quality = dh.cards.measures({"fid": round(report.fid, 2), "confident_fraction": round(report.confident_fraction, 4),
-                                 "min_class_share": round(report.min_class_share, 4)}, num_samples=reference.num_samples, sampler=str(cfg.judge))
+                                     num_train_images=num_train_images, num_steps=state.step, trained_by="scripts/train_unconditional.py" + (" --flow" if args.flow else ""))
+    sampler = str(flow_judge(cfg) if args.flow else cfg.judge)
+    quality = dh.cards.measures({"fid": round(float(fids.mean()), 2), "confident_fraction": round(float(confident.mean()), 4),
+                                 "min_class_share": round(min(r.min_class_share for r in reports), 4)}, num_samples=reference.num_samples, sampler=sampler)
     quality["fid_floor"] = dh.cards.Measure(round(reference.fid_floor, 2), reference.num_samples)  # train vs test images: no sampler
-    weights = dh.save_pretrained(state.ema.model, "unconditional", directory=args.out, diffusion=cfg.diffusion, provenance=provenance,
-                                 quality=quality, train_config=cfg.train.to_dict())
+    for k, r in enumerate(reports):
+        print(f"seed {cfg.seed + k}: FID {r.fid:.2f}, confident {r.confident_fraction:.1%}, rarest digit {r.min_class_share:.1%}")
+    weights = dh.save_pretrained(state.ema.model, "flow" if args.flow else "unconditional", directory=args.out,
+                                 diffusion=dh.FlowConfig() if args.flow else cfg.diffusion, provenance=provenance,
+                                 quality=quality, train_config=cfg.train.to_dict(), notes=notes)
     print(f"wrote {weights} and its card; publish it with: python scripts/publish_weights.py {weights}")
 
 

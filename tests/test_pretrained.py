@@ -106,7 +106,7 @@ def test_save_pretrained_refuses_weights_beyond_half_precision(tmp_path, cfg):
 
 def test_save_pretrained_needs_the_diffusion_of_a_diffusion_network(tmp_path, cfg):
     common = dict(directory=tmp_path, provenance=PROVENANCE, quality={}, train_config=None)
-    with pytest.raises(ValueError, match="diffusion must be given for a diffusion network"):
+    with pytest.raises(ValueError, match="diffusion must be given for a diffusion or flow network"):
         dh.save_pretrained(dh.UNet(cfg.unet), "toy", diffusion=None, **common)
     with pytest.raises(ValueError, match="model must be one of"):
         dh.save_pretrained(torch.nn.Linear(2, 2), "toy", diffusion=cfg.diffusion, **common)
@@ -217,3 +217,31 @@ def test_shipped_diffusion_models_follow_the_books_recipe(name):
             pytest.fail(f"{name} follows the book's recipe now: remove it from PREVIOUS_RECIPE")
         pytest.xfail(f"{name}: trained with the previous recipe ({card.diffusion}); republished by its chapter's re-run")
     assert follows, f"{name} was trained with {card.diffusion} and {(card.train_config or {}).get('loss_weighting')}, not the book's recipe"
+
+
+def test_a_flow_model_round_trips_as_a_velocity_network(tmp_path, cfg):
+    """A flow network is saved as its U-Net with its FlowConfig and comes back as a VelocityNet (kind
+    'flow-unet'), so only the flow samplers take it; a diffusion config is refused for it and the other way round."""
+    torch.manual_seed(0)
+    flow = dh.VelocityNet(dh.UNet(cfg.unet), dh.FlowConfig())
+    torch.nn.init.normal_(flow.net.head[-1].weight, std=0.1)
+    common = dict(directory=tmp_path, provenance=PROVENANCE, quality={}, train_config=cfg.train.replace(loss_weighting="uniform").to_dict())
+    dh.save_pretrained(flow, "toy_flow", diffusion=dh.FlowConfig(), **common)
+    loaded, process = dh.load_pretrained("toy_flow", directory=tmp_path)
+    card = dh.pretrained_card("toy_flow", directory=tmp_path)
+    assert card.kind == "flow-unet" and card.diffusion == {"time_scale": 999.0} and process == dh.FlowConfig()
+    assert isinstance(loaded, dh.VelocityNet) and isinstance(loaded.net, dh.UNet) and loaded.net.config == cfg.unet and not loaded.training
+    x, t = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0.1, 0.9])
+    with torch.no_grad():  # the same half-precision bound as the round trip of a diffusion network above
+        torch.testing.assert_close(loaded(x, t), flow(x, t), rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="must be float flow time"):
+        loaded(x, torch.tensor([5, 500]))  # a DDPM sampler's integer timesteps
+    with pytest.raises(ValueError, match="diffusion must be the flow network's own dh.FlowConfig"):
+        dh.save_pretrained(flow, "bad", diffusion=cfg.diffusion, **common)
+    with pytest.raises(ValueError, match="diffusion must be the flow network's own dh.FlowConfig"):
+        dh.save_pretrained(flow, "bad", diffusion=dh.FlowConfig(time_scale=1.0), **common)
+    with pytest.raises(ValueError, match="diffusion must be a dh.DiffusionConfig for a diffusion network"):
+        dh.save_pretrained(dh.UNet(cfg.unet), "bad", diffusion=dh.FlowConfig(), **common)
+    with pytest.raises(ValueError, match=r"does not match this configuration: diffusion"):
+        dh.load_pretrained("toy_flow", directory=tmp_path, diffusion=cfg.diffusion)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy_flow.json", "toy_flow.pt"]

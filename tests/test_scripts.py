@@ -151,3 +151,19 @@ def test_a_recipe_run_given_a_checkpoint_continues_from_it(tmp_path):
     assert "resumed from" in again.stdout and "at step 4" in again.stdout
     second = results_of(tmp_path / "results")["results"]
     assert second["resumed_at_step"] == 4 and second["checkpoints"] == first["checkpoints"]
+
+
+@pytest.mark.slow
+def test_train_unconditional_trains_the_flow_planned_in_steps(tmp_path):
+    """``--flow --steps 6 --seeds 2``: a flow-matching network planned in optimiser steps, judged at the
+    fractions 2/15, 5/15, 10/15 and 1 of the plan, saved as a 'flow-unet' whose card holds the two
+    seeds' mean, and loaded back as a velocity network (the flow samplers' kind, not the DDPM's)."""
+    run("scripts/train_unconditional.py", "--smoke", "--flow", "--steps", "6", "--seeds", "2", "--out", str(tmp_path))
+    log = json.loads((tmp_path / "quality.json").read_text())
+    assert [row["steps"] for row in log["checkpoints"]] == [1, 2, 4, 6] and log["sampler"].startswith("euler-")
+    card = dh.pretrained_card("flow", directory=tmp_path)
+    assert card.kind == "flow-unet" and card.diffusion == dh.FlowConfig().to_dict() and card.provenance.num_steps == 6
+    assert card.train_config["loss_weighting"] == "uniform" and card.train_config["timestep_sampling"] == "logit_normal"
+    assert "sampling seeds 0-1" in card.notes and card.quality["fid"].sampler == log["sampler"]
+    model, process = dh.load_pretrained("flow", directory=tmp_path)
+    assert isinstance(model, dh.VelocityNet) and process == dh.FlowConfig()
