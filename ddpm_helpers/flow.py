@@ -131,9 +131,10 @@ def flow_predictions(x_t: torch.Tensor, t: torch.Tensor, v_hat: torch.Tensor) ->
 
 
 def flow_coordinates(x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor]:
-    """A DDPM state seen on the flow's straight line: (z, τ) with z = x_t/(α + σ) and τ = σ/(α + σ),
-    where α = √ᾱ_t and σ = √(1 − ᾱ_t). Since x_t = α·x0 + σ·eps, z = (1 − τ)·x0 + τ·eps exactly.
-    x_t: (B, ...); t: (B,) int64 index in [0, T). Returns z (x_t's shape) and τ (B,), in x_t's dtype."""
+    """A DDPM state seen on the flow's straight line: (χ, τ), the book's flow state χ = x_t/(α + σ) and
+    flow time τ = σ/(α + σ), where α = √ᾱ_t and σ = √(1 − ᾱ_t). Since x_t = α·x0 + σ·eps,
+    χ = (1 − τ)·x0 + τ·eps exactly. x_t: (B, ...); t: (B,) int64 index in [0, T).
+    Returns χ (x_t's shape) and τ (B,), in x_t's dtype."""
     check_batch(x_t, "x_t")
     if not isinstance(t, torch.Tensor) or t.dtype != torch.long or tuple(t.shape) != (x_t.shape[0],):
         raise ValueError(f"t must be a ({x_t.shape[0]},) int64 tensor of DDPM timesteps, got {t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
@@ -144,8 +145,8 @@ def flow_coordinates(x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule
 
 def draw_flow_times(n: int, config: TrainConfig, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
     """n training times in (0, 1), (n,) float32, drawn as ``config.timestep_sampling`` says: ``uniform``
-    t ~ U(0, 1), or ``logit_normal`` t = sigmoid(m + s·z) with z ~ N(0, 1), m =
-    ``timestep_logit_mean``, s = ``timestep_logit_std`` (Esser et al. 2024): the DDPM lever of
+    t ~ U(0, 1), or ``logit_normal`` t = sigmoid(ζ) with ζ ~ N(μ_ζ, σ_ζ²), μ_ζ = ``timestep_logit_mean``,
+    σ_ζ = ``timestep_logit_std`` (Esser et al. 2024): the DDPM lever of
     :func:`ddpm_helpers.train_inputs.draw_timesteps` without the floor to an index."""
     if config.timestep_sampling == "uniform":
         return torch.rand((n,), device=device, generator=generator)

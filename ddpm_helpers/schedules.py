@@ -34,14 +34,16 @@ def linear_betas(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 
 
 def cosine_alpha_bar(s: torch.Tensor, offset: float = 0.008) -> torch.Tensor:
-    """ᾱ(s) = f(s) / f(0) with f(s) = cos²(π/2 · (s + offset) / (1 + offset)), for s = t/T in [0, 1]."""
+    """ᾱ = ψ(t) / ψ(0) with the cosine curve ψ(t) = cos²(π/2 · (t/T + ξ) / (1 + ξ)), evaluated at ``s`` = t/T
+    in [0, 1]; ξ = ``offset`` is the small offset. Nichol and Dhariwal (2021) write f for ψ and s for ξ."""
     f = torch.cos((s + offset) / (1 + offset) * math.pi / 2) ** 2
     f0 = math.cos(offset / (1 + offset) * math.pi / 2) ** 2
     return f / f0
 
 
 def cosine_betas(T: int = 1000, offset: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """β_t = 1 − ᾱ(t/T) / ᾱ((t−1)/T), clipped at ``max_beta`` (Nichol & Dhariwal 2021). (T,) float64."""
+    """β_t = 1 − ψ(t) / ψ(t − 1), clipped at ``max_beta`` (Nichol & Dhariwal 2021), with the cosine curve ψ and
+    the offset ξ = ``offset`` of :func:`cosine_alpha_bar` (their f and s). (T,) float64."""
     if T < 2:
         raise ValueError(f"T must be at least 2, got {T}")
     s = torch.arange(T + 1, dtype=torch.float64) / T

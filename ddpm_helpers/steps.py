@@ -91,8 +91,8 @@ def ddpm_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, var
     1. x0_hat = (x_t − √(1 − ᾱ_t) eps_hat) / √ᾱ_t, clipped to ``clip_x0`` when given.
     2. mean = μ̃_t(x0_hat, x_t), the posterior mean; without clipping it equals
        (x_t − β_t / √(1 − ᾱ_t) · eps_hat) / √α_t (eq. 11).
-    3. x_{t−1} = mean + σ_t z with σ_t² = β̃_t (``variance="posterior"``, the default) or β_t
-       (``"beta"``), and no noise at the last step (t = 0).
+    3. x_{t−1} = mean + σ_t ε_t with fresh noise ε_t ~ N(0, I) and σ_t² = β̃_t (``variance="posterior"``,
+       the default) or β_t (``"beta"``), and no noise at the last step (t = 0).
 
     x_t, eps_hat: (B, ...); t: (B,) int64 in [0, T); t_prev must be t − 1 (DDPM visits every step).
     """
@@ -128,7 +128,7 @@ def ddim_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, var
     1. x0_hat from eps_hat as in :func:`ddpm_step` (eps_hat re-derived if x0_hat is clipped).
     2. σ = :func:`ddim_sigma` with noise η (default 0: deterministic; η = 1 on consecutive steps
        gives DDPM's β̃_t).
-    3. x_prev = √ᾱ_prev · x0_hat + √(1 − ᾱ_prev − σ²) · eps_hat + σ z.
+    3. x_prev = √ᾱ_prev · x0_hat + √(1 − ᾱ_prev − σ²) · eps_hat + σ ε_t, with fresh noise ε_t ~ N(0, I).
     """
     _not_applicable("ddim", variance=variance)
     if eta is not None and not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
@@ -159,15 +159,15 @@ def log_snr_half(t: torch.Tensor, schedule: NoiseSchedule, ndim: int) -> tuple[t
 def dpm_solver_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
     """One step of DPM-Solver++(2M) x_t → x_{t_prev} (Lu et al. 2022, Algorithm 2), deterministic.
 
-    With α = √ᾱ, σ = √(1 − ᾱ), λ = log(α/σ) and h = λ_prev − λ_t > 0:
+    With α = √ᾱ, σ = √(1 − ᾱ), λ = log(α/σ) and the step Δλ = λ_prev − λ_t > 0 (Lu et al.'s h):
 
     1. x0_hat from eps_hat as in :func:`ddim_step` (clipped to ``clip_x0`` when given).
-    2. D = x0_hat on the first step (``previous`` None) and on the last (t_prev = −1); otherwise,
-       with ``previous = (t_before, x0_hat_before)`` from the step before and r = (λ_t − λ_before)/h,
-       D = (1 + 1/(2r)) x0_hat − 1/(2r) x0_hat_before (a linear extrapolation in λ).
-    3. x_prev = (σ_prev/σ_t) x_t + α_prev (1 − e^{−h}) D.
+    2. x̃_0 = x0_hat on the first step (``previous`` None) and on the last (t_prev = −1); otherwise,
+       with ``previous = (t_before, x0_hat_before)`` from the step before and r = (λ_t − λ_before)/Δλ,
+       x̃_0 = (1 + 1/(2r)) x0_hat − 1/(2r) x0_hat_before (a linear extrapolation in λ; Lu et al. write D).
+    3. x_prev = (σ_prev/σ_t) x_t + α_prev (1 − e^{−Δλ}) x̃_0.
 
-    With D = x0_hat the step is exactly DDIM with η = 0. ``generator`` is unused (no noise).
+    With x̃_0 = x0_hat the step is exactly DDIM with η = 0. ``generator`` is unused (no noise).
     """
     _not_applicable("dpm-solver++", eta=eta, variance=variance)
     _check_step(x_t, t, t_prev, eps_hat, schedule, clip_x0)
@@ -179,14 +179,14 @@ def _dpm_solver_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=No
     x0_hat, _ = _x0_and_eps(x_t, t, eps_hat, schedule, clip_x0)
     _, sigma, e_lam = log_snr_half(t, schedule, x_t.ndim)
     alpha_prev, sigma_prev, e_lam_prev = log_snr_half(t_prev, schedule, x_t.ndim)
-    e_minus_h = e_lam_prev / e_lam  # e^{-h} = e^{-λ_prev} / e^{-λ_t}; 0 at the last step
+    e_minus_h = e_lam_prev / e_lam  # e^{-Δλ} (Lu et al.'s e^{-h}) = e^{-λ_prev} / e^{-λ_t}; 0 at the last step
     d = _multistep_x0(x0_hat, t, t_prev, previous, schedule)
     x_prev = sigma_prev / sigma * x_t + alpha_prev * (1 - e_minus_h) * d
     return Step(x_prev, x0_hat)
 
 
 def _multistep_x0(x0_hat: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, previous: Previous | None, schedule: NoiseSchedule) -> torch.Tensor:
-    """D of DPM-Solver++(2M): x0_hat, or its linear extrapolation in λ from the step before (not on the last step)."""
+    """x̃_0 of DPM-Solver++(2M): x0_hat, or its linear extrapolation in λ from the step before (not on the last step)."""
     if previous is None:
         return x0_hat
     t_before, x0_before = previous
@@ -202,13 +202,14 @@ def _multistep_x0(x0_hat: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor, p
 
 def dpm_solver_sde_step(x_t, t, t_prev, eps_hat, schedule: NoiseSchedule, *, eta=None, variance=None, clip_x0=None, previous=None, generator=None) -> Step:
     """One step of SDE-DPM-Solver++(2M) x_t → x_{t_prev} (Lu et al. 2022, "DPM-Solver++", section 5),
-    the stochastic sibling of :func:`dpm_solver_step`. With α, σ, λ, h and D as there:
+    the stochastic sibling of :func:`dpm_solver_step`. With α, σ, λ, Δλ and x̃_0 as there:
 
-        x_prev = (σ_prev/σ_t) e^{−h} x_t + α_prev (1 − e^{−2h}) D + σ_prev √(1 − e^{−2h}) z,
+        x_prev = (σ_prev/σ_t) e^{−Δλ} x_t + α_prev (1 − e^{−2Δλ}) x̃_0 + σ_prev √(1 − e^{−2Δλ}) ε_t,
 
-    D in its midpoint form (the extrapolation of :func:`dpm_solver_step`). With D = x0_hat (the
-    first step) it is exactly DDIM with η = 1: the same mean, and σ_prev² (1 − e^{−2h}) equals
-    η = 1's σ². The last step (t_prev = −1) returns D without noise.
+    with fresh noise ε_t ~ N(0, I) and x̃_0 in its midpoint form (the extrapolation of
+    :func:`dpm_solver_step`). With x̃_0 = x0_hat (the
+    first step) it is exactly DDIM with η = 1: the same mean, and σ_prev² (1 − e^{−2Δλ}) equals
+    η = 1's σ². The last step (t_prev = −1) returns x̃_0 without noise.
     """
     _not_applicable("dpm-solver++-sde", eta=eta, variance=variance)
     _check_step(x_t, t, t_prev, eps_hat, schedule, clip_x0)

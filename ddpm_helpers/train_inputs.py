@@ -25,9 +25,9 @@ from .train_state import TrainConfig
 def draw_timesteps(n: int, T: int, config: TrainConfig, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
     """The n training timesteps of one batch, (n,) int64 in [0, T), drawn as ``config.timestep_sampling`` says.
 
-    ``uniform``: every t equally often, as Ho et al. (2020). ``logit_normal``: t = ⌊T·sigmoid(m + s·z)⌋
-    with z ~ N(0, 1), m = ``timestep_logit_mean`` and s = ``timestep_logit_std``, so
-    P(t ≤ k) = Φ((logit((k + 1)/T) − m)/s): the middle of the chain, where the loss can still
+    ``uniform``: every t equally often, as Ho et al. (2020). ``logit_normal``: t = ⌊T·sigmoid(ζ)⌋
+    with ζ ~ N(μ_ζ, σ_ζ²), μ_ζ = ``timestep_logit_mean`` and σ_ζ = ``timestep_logit_std``, so
+    P(t ≤ k) = Φ((logit((k + 1)/T) − μ_ζ)/σ_ζ): the middle of the chain, where the loss can still
     move, is drawn more often than its ends (Esser et al. 2024). The drawing changes which
     timesteps the gradient sees, not the weight each one has in the loss.
     """

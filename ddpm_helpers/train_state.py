@@ -40,9 +40,9 @@ class TrainConfig(ConfigMixin):
     loss_type: str = "l2"
     loss_weighting: str = "min_snr"  # min(SNR, gamma) / SNR per timestep (diffusion.loss_weights; Hang et al. 2023), or "uniform" (Ho et al.)
     min_snr_gamma: float = 5.0
-    timestep_sampling: str = "uniform"  # or "logit_normal": t = ⌊T·sigmoid(m + s·z)⌋, z ~ N(0, 1) (Esser et al. 2024)
-    timestep_logit_mean: float = 0.0  # m: where the logit-normal draws centre (0: the middle of the chain)
-    timestep_logit_std: float = 1.0  # s: how widely they spread
+    timestep_sampling: str = "uniform"  # or "logit_normal": t = ⌊T·sigmoid(ζ)⌋, ζ ~ N(μ_ζ, σ_ζ²) (Esser et al. 2024)
+    timestep_logit_mean: float = 0.0  # μ_ζ: where the logit-normal draws centre (0: the middle of the chain)
+    timestep_logit_std: float = 1.0  # σ_ζ: how widely they spread
     label_dropout: float = 0.1  # conditional models: share of labels replaced by the null class
     eval_every: int = 250
     checkpoint_every: int = 500

@@ -124,7 +124,7 @@ def chain() -> Figure:
 # --- 2. the residual block ----------------------------------------------------------------------
 
 def resblock() -> Figure:
-    """dh.ResBlock: GN₁ → SiLU → Conv₁ → GN₂ → ⊙(1 + s) + b → SiLU → Dropout → Conv₂, plus skip(x)."""
+    """dh.ResBlock: GN₁ → SiLU → Conv₁ → GN₂ → ⊙(1 + a) + b → SiLU → Dropout → Conv₂, plus skip(x)."""
     fig, ax = canvas(6.2, (-3.9, 5.5), (0.35, 9.4))
     norm, act, conv, emb = COLORS["sky"], COLORS["yellow"], COLORS["orange"], COLORS["purple"]
     step = 0.82
@@ -134,7 +134,7 @@ def resblock() -> Figure:
         (r"SiLU", act),
         (r"$\mathrm{Conv}_1$ 3×3:  $C_\mathrm{in} \to C_\mathrm{out}$", conv),
         (r"GroupNorm $\mathrm{GN}_2$ (8 groups)", norm),
-        (r"$\odot\,(1 + s) + b$", emb),
+        (r"$\odot\,(1 + a) + b$", emb),
         (r"SiLU", act),
         (r"Dropout", GREY),
         (r"$\mathrm{Conv}_2$ 3×3:  $C_\mathrm{out} \to C_\mathrm{out}$", conv),
@@ -160,7 +160,7 @@ def resblock() -> Figure:
     ax.text(ex, ys[1], "embedding $e$\n(time, plus class)", ha="center", va="center", fontsize=10.5, linespacing=1.25)
     box(ax, ex, ys[2] - 0.1, "SiLU", act, width=1.5)
     box(ax, ex, ys[3] - 0.2, r"Linear $W_e, b_e$", emb, width=2.2)
-    ax.text(ex, ys[4] - 0.25, r"$(s, b)$: two numbers" "\n" r"per output channel", ha="center", va="center", fontsize=10, linespacing=1.25)
+    ax.text(ex, ys[4] - 0.25, r"$(a, b)$: two numbers" "\n" r"per output channel", ha="center", va="center", fontsize=10, linespacing=1.25)
     arrow(ax, (ex, ys[1] - 0.33), (ex, ys[2] - 0.1 + 0.23))
     arrow(ax, (ex, ys[2] - 0.1 - 0.23), (ex, ys[3] - 0.2 + 0.23))
     arrow(ax, (ex, ys[3] - 0.2 - 0.23), (ex, ys[4] - 0.25 + 0.3))
@@ -217,10 +217,10 @@ def attention() -> Figure:
 # --- 3. a DDIM step -----------------------------------------------------------------------------
 
 def ddim_geometry() -> Figure:
-    """The deterministic DDIM step x_t → x_s in coordinates along x̂_0 and ε_θ: a move along the quarter circle."""
+    """The deterministic DDIM step x_t → x_t' in coordinates along x̂_0 and ε_θ: a move along the quarter circle."""
     fig, ax = canvas(5.6, (-0.42, 1.62), (-0.25, 1.3))
     t_color, s_color, path = COLORS["vermillion"], COLORS["blue"], GREY
-    alpha_bar_t, alpha_bar_s = 0.25, 0.8  # a noisy x_t and a less noisy x_s (any s < t)
+    alpha_bar_t, alpha_bar_s = 0.25, 0.8  # a noisy x_t and a less noisy x_t' (any t' < t)
     angle_t, angle_s = math.acos(math.sqrt(alpha_bar_t)), math.acos(math.sqrt(alpha_bar_s))
     # the axes: the two directions
     arrow(ax, (0, 0), (1.0, 0), color=COLORS["black"], width=1.6)
@@ -232,7 +232,7 @@ def ddim_geometry() -> Figure:
     ax.text(1.03, 0.1, r"$\bar\alpha = 1$", ha="left", va="bottom", fontsize=12, color=path)
     ax.text(0.04, 1.04, r"$\bar\alpha = 0$", ha="left", va="bottom", fontsize=12, color=path)
     # the two points, with their coordinates
-    for angle, color, name in ((angle_t, t_color, "t"), (angle_s, s_color, "s")):
+    for angle, color, name in ((angle_t, t_color, "t"), (angle_s, s_color, "{t'}")):
         x, y = math.cos(angle), math.sin(angle)
         ax.plot([x, x], [0, y], color=color, linewidth=1.0, linestyle=(0, (2, 2)), zorder=1)
         ax.plot([0, x], [y, y], color=color, linewidth=1.0, linestyle=(0, (2, 2)), zorder=1)
@@ -242,7 +242,7 @@ def ddim_geometry() -> Figure:
         ax.text(-0.03, y, rf"$\sqrt{{1-\bar\alpha_{name}}}$", ha="right", va="center", fontsize=12, color=color)
     xt, xs = (math.cos(angle_t), math.sin(angle_t)), (math.cos(angle_s), math.sin(angle_s))
     ax.text(xt[0] - 0.04, xt[1] + 0.04, r"$x_t$", ha="right", va="bottom", fontsize=15, color=t_color)
-    ax.text(xs[0] - 0.04, xs[1] + 0.04, r"$x_s$", ha="right", va="bottom", fontsize=15, color=s_color)
+    ax.text(xs[0] - 0.07, xs[1] + 0.04, r"$x_{t'}$", ha="right", va="bottom", fontsize=15, color=s_color)
     # the step itself, along the arc, just outside it
     r = 1.1
     ax.add_patch(Arc((0, 0), 2 * r, 2 * r, theta1=math.degrees(angle_s) + 3, theta2=math.degrees(angle_t) - 2, color=s_color, linewidth=2.2, zorder=3))
@@ -250,7 +250,7 @@ def ddim_geometry() -> Figure:
     arrow(ax, (r * math.cos(tip + 0.05), r * math.sin(tip + 0.05)), (r * math.cos(tip), r * math.sin(tip)), color=s_color, width=2.2)
     mid = (angle_s + angle_t) / 2
     ax.text(1.16 * math.cos(mid), 1.16 * math.sin(mid), "DDIM step\n" r"($\eta = 0$)", ha="left", va="bottom", fontsize=11, color=s_color, linespacing=1.2)
-    ax.text(-0.4, 1.28, r"$x_s = \sqrt{\bar\alpha_s}\,\hat x_0 + \sqrt{1-\bar\alpha_s}\,\varepsilon_\theta(x_t, t)$", ha="left", va="top", fontsize=13)
+    ax.text(-0.4, 1.28, r"$x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\varepsilon_\theta(x_t, t)$", ha="left", va="top", fontsize=13)
     return fig
 
 
