@@ -59,7 +59,9 @@ def model_stem(argument: str) -> Path:
 def describe(model, diffusion, card: dh.ModelCard) -> str:
     """One line: the kind, size and diffusion of the model and the headline numbers of its card."""
     parts = [card.kind, f"{dh.count_parameters(model):,} parameters"]
-    if diffusion is not None:
+    if isinstance(diffusion, dh.FlowConfig):
+        parts.append(f"flow matching (time scale {diffusion.time_scale:g})")
+    elif diffusion is not None:
         parts.append(f"T={diffusion.T} {diffusion.schedule} {diffusion.prediction}-prediction")
     if card.latent is not None:
         parts.append(f"latent scale {card.latent.scale:.4f} on autoencoder {card.latent.autoencoder!r} ({card.latent.autoencoder_sha256[:12]}...)")

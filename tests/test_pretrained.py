@@ -136,7 +136,7 @@ def test_a_v_model_loads_as_an_eps_model(tmp_path, cfg):
 # copy's 11,823 (its classifier on all 12,823), Fashion-MNIST's on all 60,000 (the models: 59,000 after
 # the validation split).
 SHIPPED = {"unconditional": 11_823, "conditional": 11_823, "latent": 11_823, "autoencoder": 11_823, "mnist_classifier": 12_823,
-           "fashion_mnist_classifier": 60_000, "fashion_unconditional": 59_000, "fashion_conditional": 59_000}
+           "fashion_mnist_classifier": 60_000, "fashion_unconditional": 59_000, "fashion_conditional": 59_000, "flow": 11_823}
 
 
 def test_the_list_of_shipped_models_is_complete():
@@ -170,6 +170,25 @@ def test_shipped_models_load_with_their_cards(name, num_classes):
             by_label = [model(x, t, torch.full((3,), k)) for k in (1, 7, num_classes)]
             # a label that changed nothing would give equal outputs to float32 rounding (~1e-6); 1e-3 is far above it
             assert all(not torch.allclose(a, b, atol=1e-3) for a, b in zip(by_label, by_label[1:]))
+
+
+def test_the_shipped_flow_was_trained_with_the_diffusion_models_plan():
+    """Chapter 9 sets the shipped flow beside the shipped diffusion model as "one plan, two objectives":
+    its card must show the same network, data and optimisation plan, the flow's own loss and times, and
+    quality judged the book's way (three seeds, Euler with the judge's number of evaluations); it loads
+    as a velocity network."""
+    flow, ddpm = dh.pretrained_card("flow"), dh.pretrained_card("unconditional")
+    plan = ("num_train_steps", "batch_size", "lr", "warmup_steps", "lr_cooldown_fraction", "ema_decay", "grad_clip", "seed")
+    assert flow.kind == "flow-unet" and flow.network == ddpm.network and flow.diffusion == dh.FlowConfig().to_dict()
+    assert {k: flow.train_config[k] for k in plan} == {k: ddpm.train_config[k] for k in plan}
+    assert flow.train_config["loss_weighting"] == "uniform" and flow.train_config["timestep_sampling"] == "logit_normal"
+    assert flow.provenance.num_steps == flow.train_config["num_train_steps"] and flow.provenance.trained_by.startswith("scripts/train_unconditional.py --flow")
+    assert flow.quality["fid"].num_samples == dh.FULL.num_fid_samples and flow.quality["fid"].sampler == f"euler-{dh.FULL.judge.num_steps}"
+    assert "sampling seeds 0-2" in flow.notes
+    model, process = dh.load_pretrained("flow")
+    assert isinstance(model, dh.VelocityNet) and process == dh.FlowConfig() and not model.training
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([0.2, 0.9]))).all()
 
 
 def test_the_shipped_latent_model_comes_with_its_own_autoencoder():
