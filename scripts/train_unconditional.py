@@ -181,8 +181,9 @@ def save_model(state: dh.TrainState, cfg: dh.Config, args: argparse.Namespace, s
     reports = [report] + [score(state.ema.model, cfg, args, schedule, reference, cfg.seed + k) for k in range(1, args.seeds)]
     fids, confident = torch.tensor([r.fid for r in reports]), torch.tensor([r.confident_fraction for r in reports])
     spread = f"; spread over seeds (sd): confident {float(confident.std()):.4f}, fid {float(fids.std()):.2f}" if len(reports) > 1 else ""
-    notes = (f"quality: mean over sampling seeds {cfg.seed}-{cfg.seed + len(reports) - 1}, {reference.num_samples} samples each, against as many "
-             f"test images; min_class_share is the rarest digit over the seeds{spread}")
+    seeds = f"mean over sampling seeds {cfg.seed}-{cfg.seed + len(reports) - 1}" if len(reports) > 1 else f"sampling seed {cfg.seed}"
+    notes = (f"quality: {seeds}, {reference.num_samples} samples each, against as many test images; "
+             f"min_class_share is the rarest digit over the seeds{spread}")
     provenance = dh.cards.Provenance(date=datetime.date.today().isoformat(), device=dh.describe_device(device), train_seconds=round(state.elapsed, 1),
                                      num_train_images=num_train_images, num_steps=state.step, trained_by="scripts/train_unconditional.py" + (" --flow" if args.flow else ""))
     sampler = str(flow_judge(cfg) if args.flow else cfg.judge)
