@@ -14,8 +14,8 @@ other predictions follow: x0_hat = x_t − t·v and eps_hat = x_t + (1 − t)·v
 A flow network is a :class:`VelocityNet`: any network with the U-Net's signature, wrapped so it
 takes float flow time (and refuses the integer timesteps of the DDPM samplers). This module is the
 training side (the interpolant, its target, the loss, the training times, reflow's
-:class:`Coupling`); the ODE's steps and the loop that samples a flow are in
-:mod:`ddpm_helpers.flow_sampling`. The one trainer (:func:`ddpm_helpers.training.train`) trains the
+:class:`Coupling` and the :class:`Segments` that distil a few-step sampler); the ODE's steps and
+the loop that samples a flow are in :mod:`ddpm_helpers.flow_sampling`. The one trainer (:func:`ddpm_helpers.training.train`) trains the
 flow objective when given ``diffusion=FlowConfig()`` and no schedule. Taught in: 09_flow_matching.
 """
 
@@ -210,3 +210,43 @@ class Coupling(NamedTuple):
     images: torch.Tensor
     labels: torch.Tensor
     noise: torch.Tensor
+
+
+class Segments(NamedTuple):
+    """Pieces of ODE trajectories fixed in advance, for distilling a sampler of a few steps: piece i
+    runs from ``starts[i]`` at flow time ``t_start[i]`` to ``ends[i]`` at ``t_end[i]`` < ``t_start[i]``
+    (starts, ends: (N, ...); t_start, t_end: (N,) float in [0, 1]; labels: (N,) int64). The trainer
+    teaches a student that one Euler step from the start lands on the end: its velocity at
+    (starts[i], t_start[i]) is pulled towards the chord (starts − ends)/(t_start − t_end). Made by
+    :func:`~ddpm_helpers.flow_sampling.trajectory_segments` from a teacher's many-step trajectories."""
+
+    starts: torch.Tensor
+    ends: torch.Tensor
+    t_start: torch.Tensor
+    t_end: torch.Tensor
+    labels: torch.Tensor
+
+
+def check_segments(segments: Segments, name: str = "train_set") -> None:
+    """``segments`` must be a :class:`Segments` of finite states of one shape, each piece with
+    t_start > t_end in [0, 1] (read from the device once)."""
+    starts, ends = segments.starts, segments.ends
+    check_same_shape(starts, ends, f"{name}.starts", f"{name}.ends")
+    check_finite(starts, f"{name}.starts")
+    check_finite(ends, f"{name}.ends")
+    for field in ("t_start", "t_end"):
+        check_flow_times(getattr(segments, field), starts.shape[0], f"{name}.{field}")
+    if read_back((segments.t_end >= segments.t_start).any()):
+        raise ValueError(f"{name}.t_end must be < {name}.t_start for every piece (a piece runs from noise towards data), "
+                         f"got a piece from t = {float(segments.t_start[(segments.t_end >= segments.t_start).nonzero()[0]]):.3g}")
+
+
+def chord_lines(segments: Segments) -> tuple[torch.Tensor, torch.Tensor]:
+    """The straight line through each piece's two states, as the flow objective reads a line: its
+    point at t = 0 and its point at t = 1, so that :func:`flow_interpolant` at t_start is the start,
+    at t_end the end, and :func:`velocity_target` is the chord u = (start − end)/(t_start − t_end).
+    From x(t) = start + (t − t_start)·u: x(0) = start − t_start·u, x(1) = start + (1 − t_start)·u.
+    This is how the one trainer distils: flow matching on the chord, read only at t_start."""
+    t_start = per_sample(segments.t_start, segments.starts.ndim)
+    chord = (segments.starts - segments.ends) / (t_start - per_sample(segments.t_end, segments.starts.ndim))
+    return segments.starts - t_start * chord, segments.starts + (1 - t_start) * chord

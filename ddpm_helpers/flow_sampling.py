@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .checks import ConfigMixin, check_batch, check_choice, check_finite, check_positive_int, check_same_shape, read_back, validated, values_checked
-from .flow import check_flow_times, check_velocity_net
+from .flow import Segments, check_flow_times, check_velocity_net
 from .schedules import per_sample
 from .spaces import MNIST_PIXELS, DataSpace
 from .steps import Step
@@ -152,6 +152,47 @@ def sample_flow(
         chunks.append(last.x)
     samples = torch.cat(chunks)
     return samples.clamp(*space.value_range) if space.value_range is not None else samples
+
+
+@torch.no_grad()
+def trajectory_segments(
+    teacher: nn.Module, noise: torch.Tensor, num_pieces: int, spec: FlowSamplerSpec, *,
+    labels: torch.Tensor | None = None, batch_size: int | None = None,
+) -> Segments:
+    """Cut the teacher's trajectories into ``num_pieces`` equal pieces of flow time, for distilling a
+    sampler of ``num_pieces`` Euler steps (a student trained on them steps from 1 to 1 − 1/k, ...).
+
+    ``teacher``: a :class:`~ddpm_helpers.flow.VelocityNet`; ``noise``: (N, ...) its starts at t = 1;
+    ``spec``: how the teacher integrates, with ``spec.num_steps`` a multiple of ``num_pieces`` so that
+    every piece's ends are states the teacher visits. Returns :class:`~ddpm_helpers.flow.Segments`
+    of N·num_pieces pieces, piece by piece of time (all first pieces, then all second ones, ...);
+    the final ends (t = 0) are the teacher's samples, unclamped. ``labels`` (N,) (default zeros) go
+    with each trajectory; ``batch_size`` bounds how many go through the network at once."""
+    check_velocity_net(teacher, "teacher")
+    check_positive_int(num_pieces, "num_pieces")
+    if not isinstance(spec, FlowSamplerSpec):
+        raise ValueError(f"spec must be a dh.FlowSamplerSpec (e.g. dh.FlowSamplerSpec('euler', 24)), got {type(spec).__name__}")
+    if spec.num_steps % num_pieces:
+        raise ValueError(f"spec.num_steps ({spec.num_steps}) must be a multiple of num_pieces ({num_pieces}), so that each piece ends on a state the teacher visits")
+    check_batch(noise, "noise")
+    if labels is None:
+        labels = torch.zeros(noise.shape[0], dtype=torch.long, device=noise.device)
+    elif not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (noise.shape[0],):
+        raise ValueError(f"labels must be a ({noise.shape[0]},) tensor, one per trajectory, got {tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+    if batch_size is not None:
+        check_positive_int(batch_size, "batch_size")
+    every = spec.num_steps // num_pieces
+    chunks = []  # per chunk of noise: the num_pieces + 1 states at t = 1, 1 − 1/k, ..., 0
+    for x_1, y in zip(noise.split(batch_size or noise.shape[0]), labels.split(batch_size or noise.shape[0])):
+        y = y if getattr(teacher, "num_classes", None) is not None else None
+        visited = [x_1] + [state.x for i, state in enumerate(iterate_flow(teacher, x_1, spec, y=y), start=1) if i % every == 0]
+        chunks.append(torch.stack(visited))
+    states = torch.cat(chunks, dim=1)  # (k + 1, N, ...)
+    times = spec.times()[::every]      # 1, 1 − 1/k, ..., 0
+    n = noise.shape[0]
+    t_start = torch.tensor(times[:-1], dtype=noise.dtype, device=noise.device).repeat_interleave(n)
+    t_end = torch.tensor(times[1:], dtype=noise.dtype, device=noise.device).repeat_interleave(n)
+    return Segments(states[:-1].flatten(0, 1), states[1:].flatten(0, 1), t_start, t_end, labels.repeat(num_pieces))
 
 
 def flow_sample_quality(model: nn.Module, reference, spec: FlowSamplerSpec, *, seed: int = 0, batch_size: int | None = None):

@@ -22,7 +22,7 @@ from .checkpoint import save_checkpoint
 from .checks import check_class_labels, check_data, check_finite, check_fraction, check_positive_int, validated
 from .data import ImageSet
 from .diffusion import DataSpace, _ddpm_loss
-from .flow import Coupling, FlowConfig, _flow_loss, draw_flow_times
+from .flow import Coupling, FlowConfig, Segments, _flow_loss, check_flow_times, check_segments, chord_lines, draw_flow_times
 from .runtime import all_average, any_process, world
 from .schedules import DiffusionConfig, NoiseSchedule
 from .train_inputs import _check_points, check_diffusion, check_flow_training, draw_timesteps, drop_labels
@@ -51,7 +51,7 @@ def num_classes_of(model: nn.Module) -> int | None:
 
 def train_step(
     state: TrainState, x0: torch.Tensor, schedule: NoiseSchedule | None, config: TrainConfig, y: torch.Tensor | None = None, *,
-    diffusion: DiffusionConfig | FlowConfig, eps: torch.Tensor | None = None,
+    diffusion: DiffusionConfig | FlowConfig, eps: torch.Tensor | None = None, t: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One optimisation step on the batch ``x0``; returns the batch's mean loss, detached.
 
@@ -66,7 +66,8 @@ def train_step(
     With ``diffusion`` a :class:`~ddpm_helpers.flow.FlowConfig` (and ``schedule`` None) the step
     trains flow matching instead: t ∈ (0, 1) from :func:`~ddpm_helpers.flow.draw_flow_times`, the
     network a :class:`~ddpm_helpers.flow.VelocityNet`, the target eps − x0. ``eps`` given (the
-    noise paired with each image, for reflow; flows only) is used instead of fresh noise.
+    noise paired with each image, for reflow; flows only) is used instead of fresh noise, and ``t``
+    given ((B,) flow times, for distillation; flows only) instead of drawn times.
     """
     state.check_consistent()
     check_diffusion(diffusion, schedule)
@@ -75,11 +76,15 @@ def train_step(
         check_flow_training(state.model, config)
     elif eps is not None:
         raise ValueError("eps (noise paired with the images) is for flow matching (reflow); a diffusion step draws its own")
+    if t is not None and not is_flow:
+        raise ValueError("t (fixed flow times, for distillation) is for flow matching; a diffusion step draws its own timesteps")
     model, optimizer = state.model, state.optimizer
     rank, size = world()
     if x0.shape[0] % size:
         raise ValueError(f"the batch size ({x0.shape[0]}) must be divisible by the number of processes ({size})")
-    if is_flow:
+    if is_flow and t is not None:
+        check_flow_times(t, x0.shape[0], "t")
+    elif is_flow:
         t = draw_flow_times(x0.shape[0], config, state.generator, x0.device)
     else:
         t = draw_timesteps(x0.shape[0], schedule.T, config, state.generator, x0.device)
@@ -145,7 +150,7 @@ def validation_loss(model: nn.Module, val_set: ImageSet, schedule: NoiseSchedule
 
 def train(
     state: TrainState,
-    train_set: ImageSet | Coupling,
+    train_set: ImageSet | Coupling | Segments,
     space: DataSpace,
     schedule: NoiseSchedule | None,
     config: TrainConfig,
@@ -182,12 +187,23 @@ def train(
 
     Flow matching trains through the same loop: ``diffusion=dh.FlowConfig()``, ``schedule=None``
     and a :class:`~ddpm_helpers.flow.VelocityNet` in the state (see :func:`train_step`). A
-    :class:`~ddpm_helpers.flow.Coupling` as ``train_set`` fixes the noise of each image (reflow).
+    :class:`~ddpm_helpers.flow.Coupling` as ``train_set`` fixes the noise of each image (reflow);
+    :class:`~ddpm_helpers.flow.Segments` train a student to take each piece of a teacher's trajectory
+    in one Euler step (distillation): flow matching on the piece's chord
+    (:func:`~ddpm_helpers.flow.chord_lines`), read only at the piece's start time.
     """
     state.check_consistent()
     check_diffusion(diffusion, schedule)
-    check_data(train_set.images, space, "train_set.images")
-    noise = train_set.noise if isinstance(train_set, Coupling) else None
+    times = None
+    if isinstance(train_set, Segments):  # distillation: the chords' lines, each read at its piece's start
+        if not isinstance(diffusion, FlowConfig):
+            raise ValueError("train_set is dh.Segments (pieces of a flow's trajectories, for distillation), which only a flow trains on; pass diffusion=dh.FlowConfig()")
+        check_segments(train_set)
+        (line_x0, noise), times = chord_lines(train_set), train_set.t_start
+        train_set = Coupling(line_x0, train_set.labels, noise)
+    else:
+        check_data(train_set.images, space, "train_set.images")
+        noise = train_set.noise if isinstance(train_set, Coupling) else None
     if isinstance(diffusion, FlowConfig):
         check_flow_training(state.model, config)
     elif noise is not None:
@@ -218,12 +234,13 @@ def train(
     labels = train_set.labels.to(device) if num_classes_of(state.model) is not None else None
     labels = None if labels is None else check_class_labels(labels, images.shape[0], num_classes_of(state.model), "train_set.labels")  # once per call
     noise = None if noise is None else noise.to(device)
+    times = None if times is None else times.to(device)
     schedule = None if schedule is None else schedule.to(device)
     is_main = world()[0] == 0  # under torchrun, only the first process writes and reports
     bar = tqdm(total=None if target == float("inf") else target, initial=state.step, disable=not (progress and is_main), desc="training", mininterval=2.0)
     clock = _Clock(state, stop_at_seconds, [p for p in steps_points if p > state.step], [p for p in seconds_points if p > state.elapsed])
     try:
-        _loop(state, images, labels, noise, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main)
+        _loop(state, images, labels, noise, times, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main)
     finally:  # also on Ctrl-C: the losses of the steps taken reach the history, none is lost
         bar.close()
         record_losses(state, checkpoint_path)
@@ -262,7 +279,7 @@ class _Clock:
         return out_of_time, at_point
 
 
-def _loop(state, images, labels, noise, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main) -> None:
+def _loop(state, images, labels, noise, times, schedule, config, diffusion, target, val_set, checkpoint_path, on_eval, bar, clock, is_main) -> None:
     """The body of :func:`train`: steps, validation losses, checkpoints and callbacks until the target or the time is reached."""
     device, history = state.device, state.history
     out_of_time = clock.stop != float("inf") and any_process(state.elapsed >= clock.stop, device)
@@ -270,7 +287,7 @@ def _loop(state, images, labels, noise, schedule, config, diffusion, target, val
         index = torch.randint(0, images.shape[0], (config.batch_size,), device=device, generator=state.generator)
         with validated():  # the labels were checked once by train()
             train_step(state, images[index], schedule, config, None if labels is None else labels[index], diffusion=diffusion,
-                       eps=None if noise is None else noise[index])
+                       eps=None if noise is None else noise[index], t=None if times is None else times[index])
         state.elapsed = clock.now()
         bar.update(1)
         out_of_time, at_point = clock.reached(state)

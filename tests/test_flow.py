@@ -252,3 +252,121 @@ def test_a_coupling_trains_on_its_own_noise(tiny):
     torch.testing.assert_close(loss, expected, rtol=0, atol=0)  # the same operations on the same numbers
     with pytest.raises(ValueError, match="eps .* is for flow matching"):
         dh.train_step(dh.init_train_state(dh.UNet(cfg.unet), config), x0, dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T), config, diffusion=cfg.diffusion, eps=noise)
+
+
+def gaussian_teacher(mu: float = 0.3, s: float = 0.5) -> dh.VelocityNet:
+    flow = dh.FlowConfig()
+    return dh.VelocityNet(GaussianVelocity(mu, s, flow.time_scale), flow)
+
+
+def test_a_chord_line_passes_through_both_ends_of_its_piece():
+    g = torch.Generator().manual_seed(11)
+    starts, ends = torch.randn(2, 6, 1, 4, 4, generator=g)
+    t_start = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.9, 0.3])
+    t_end = torch.tensor([0.75, 0.5, 0.25, 0.0, 0.1, 0.29])
+    pieces = dh.Segments(starts, ends, t_start, t_end, torch.zeros(6, dtype=torch.long))
+    line_x0, line_eps = dh.chord_lines(pieces)
+    chord = (starts - ends) / dh.per_sample(t_start - t_end, 4)
+    # |chord| reaches |start − end|/0.01 ≈ 600 for the last piece; each point is a few roundings of numbers of that size
+    atol = 8 * U32 * float(chord.abs().max() + 1)
+    torch.testing.assert_close(dh.flow_interpolant(line_x0, t_start, line_eps), starts, rtol=0, atol=atol)
+    torch.testing.assert_close(dh.flow_interpolant(line_x0, t_end, line_eps), ends, rtol=0, atol=atol)
+    torch.testing.assert_close(dh.velocity_target(line_x0, line_eps), chord, rtol=0, atol=atol)
+
+
+def test_trajectory_segments_cut_the_teachers_path_into_equal_pieces():
+    teacher, spec = gaussian_teacher(), dh.FlowSamplerSpec("euler", 6)
+    noise = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(12))
+    pieces = dh.trajectory_segments(teacher, noise, 3, spec, labels=torch.arange(5))
+    visited = [state.x for state in dh.iterate_flow(teacher, noise, spec)]
+    n = noise.shape[0]
+    assert pieces.starts.shape == (15, 1, 8, 8) and pieces.labels.tolist() == list(range(5)) * 3
+    torch.testing.assert_close(pieces.t_start, torch.tensor([1.0] * n + [2 / 3] * n + [1 / 3] * n))
+    torch.testing.assert_close(pieces.t_end, torch.tensor([2 / 3] * n + [1 / 3] * n + [0.0] * n))
+    # the same operations on the same numbers: the states are the teacher's, bit for bit
+    assert torch.equal(pieces.starts[:n], noise)
+    for j, step in enumerate((2, 4, 6)):
+        assert torch.equal(pieces.ends[j * n:(j + 1) * n], visited[step - 1])
+    assert torch.equal(pieces.starts[n:], pieces.ends[:2 * n])  # each piece starts where the last one ended
+    in_chunks = dh.trajectory_segments(teacher, noise, 3, spec, labels=torch.arange(5), batch_size=2)
+    assert all(torch.equal(a, b) for a, b in zip(pieces, in_chunks))  # an elementwise teacher: chunking changes nothing
+
+
+def test_a_student_whose_steps_follow_the_chords_reproduces_the_teacher_in_k_steps():
+    """The aim of distillation, checked with an oracle student: answer each piece's chord at its start and
+    k Euler steps land on the teacher's many-step sample."""
+    teacher, spec = gaussian_teacher(), dh.FlowSamplerSpec("euler", 12)
+    noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(13))
+    pieces = dh.trajectory_segments(teacher, noise, 4, spec)
+    line_x0, line_eps = dh.chord_lines(pieces)
+    x = noise
+    for j, (t, t_prev) in enumerate(zip(dh.FlowSamplerSpec("euler", 4).times()[:-1], dh.FlowSamplerSpec("euler", 4).times()[1:])):
+        piece = slice(j * 4, (j + 1) * 4)
+        x = dh.euler_step(x, torch.full((4,), t), torch.full((4,), t_prev), dh.velocity_target(line_x0[piece], line_eps[piece])).x_prev
+    # four steps, each a few roundings of chord-sized numbers (|chord| ≤ ~4 / 0.25)
+    torch.testing.assert_close(x, pieces.ends[pieces.t_end == 0], rtol=0, atol=4 * 8 * U32 * 16)
+
+
+def test_a_distillation_step_is_flow_matching_on_the_chord_at_the_pieces_start(tiny):
+    cfg, _ = tiny
+    config = cfg.train.replace(loss_weighting="uniform", batch_size=8)
+    noise = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(14))
+    pieces = dh.trajectory_segments(gaussian_teacher(), noise, 2, dh.FlowSamplerSpec("euler", 4))
+    torch.manual_seed(0)
+    state = dh.init_train_state(dh.VelocityNet(dh.UNet(cfg.unet)), config, num_steps=1)
+    chord = (pieces.starts - pieces.ends) / dh.per_sample(pieces.t_start - pieces.t_end, 4)
+    with torch.no_grad():
+        expected = (state.model(pieces.starts, pieces.t_start) - chord).square().mean()
+    line_x0, line_eps = dh.chord_lines(pieces)
+    loss = dh.train_step(state, line_x0, None, config, diffusion=dh.FlowConfig(), eps=line_eps, t=pieces.t_start)
+    # the step's input (1 − t)·x0 + t·eps is the start up to a few roundings (~1e-6), and the chord up to the same:
+    # the loss, a mean of O(1) squares, moves by about that much relative to itself
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=0)
+
+
+def test_training_on_segments_moves_the_students_k_step_sample_towards_the_teachers(tiny):
+    cfg, _ = tiny
+    teacher, k = gaussian_teacher(), 2
+    noise = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(15))
+    pieces = dh.trajectory_segments(teacher, noise, k, dh.FlowSamplerSpec("euler", 8))
+    target = pieces.ends[pieces.t_end == 0]
+    config = cfg.train.replace(loss_weighting="uniform", batch_size=16, lr=3e-3, warmup_steps=1, ema_decay=0.0)
+    torch.manual_seed(0)
+    state = dh.init_train_state(dh.VelocityNet(dh.UNet(cfg.unet)), config, num_steps=60)
+
+    def error() -> float:
+        *_, last = dh.iterate_flow(state.model.eval(), noise, dh.FlowSamplerSpec("euler", k))
+        return float((last.x - target).square().mean())
+
+    before = error()
+    dh.train(state, pieces, dh.MNIST_PIXELS, None, config, diffusion=dh.FlowConfig(), progress=False)
+    # an untrained student barely moves (its last convolution starts at zero), so before is about the mean square of
+    # x_1 − x_0 = 0.5·x_1 − 0.3 (0.25 + 0.09) plus the teacher's own Euler error; 60 steps on 32 pieces bring it to
+    # about a fifth of that: the bar of one half leaves room for any machine's roundoff along the training
+    assert error() < 0.5 * before, (before, error())
+
+
+def test_segments_are_refused_where_they_do_not_belong(tiny):
+    cfg, data = tiny
+    teacher = gaussian_teacher()
+    noise = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(16))
+    with pytest.raises(ValueError, match=r"spec.num_steps \(6\) must be a multiple of num_pieces \(4\)"):
+        dh.trajectory_segments(teacher, noise, 4, dh.FlowSamplerSpec("euler", 6))
+    with pytest.raises(ValueError, match="teacher must be a dh.VelocityNet"):
+        dh.trajectory_segments(dh.UNet(cfg.unet), noise, 2, dh.FlowSamplerSpec("euler", 2))
+    with pytest.raises(ValueError, match=r"labels must be a \(3,\) tensor"):
+        dh.trajectory_segments(teacher, noise, 2, dh.FlowSamplerSpec("euler", 2), labels=torch.zeros(2, dtype=torch.long))
+    pieces = dh.trajectory_segments(teacher, noise, 2, dh.FlowSamplerSpec("euler", 2))
+    flow_train = cfg.train.replace(loss_weighting="uniform")
+    flow_state = dh.init_train_state(dh.VelocityNet(dh.UNet(cfg.unet)), flow_train)
+    backwards = pieces._replace(t_end=pieces.t_start.flip(0))
+    with pytest.raises(ValueError, match=r"train_set.t_end must be < train_set.t_start"):
+        dh.train(flow_state, backwards, dh.MNIST_PIXELS, None, flow_train, diffusion=dh.FlowConfig(), progress=False)
+    with pytest.raises(ValueError, match=r"train_set.starts and train_set.ends"):
+        dh.train(flow_state, pieces._replace(ends=pieces.ends[:2]), dh.MNIST_PIXELS, None, flow_train, diffusion=dh.FlowConfig(), progress=False)
+    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T)
+    ddpm_state = dh.init_train_state(dh.UNet(cfg.unet), cfg.train)
+    with pytest.raises(ValueError, match="dh.Segments .* only a flow trains on"):
+        dh.train(ddpm_state, pieces, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, progress=False)
+    with pytest.raises(ValueError, match=r"t \(fixed flow times, for distillation\) is for flow matching"):
+        dh.train_step(ddpm_state, data.images[:8], schedule, cfg.train, diffusion=cfg.diffusion, t=torch.full((8,), 0.5))
