@@ -109,6 +109,7 @@ SMOKE = {
     "benchmarks/compare_diffusers.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
     "benchmarks/cuda_paths.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
     "benchmarks/cuda_step_profile.py": (["--device", "cpu", "--warmup", "1", "--timed", "2", "--profiled", "1"], check_nothing, True),
+    "benchmarks/few_step_flow.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
     "benchmarks/few_step_samplers.py": (["--size", "tiny", "--results", "{tmp}"], check_benchmark, True),
     "benchmarks/recipe.py": (["--smoke", "--name", "smoke", "--results", "{tmp}", "--final-seeds", "2", "--second-judge", "dpm-solver++-sde-2",
                               "--save-weights", "{tmp}/weights"], check_benchmark, True),
