@@ -2,7 +2,8 @@
 
 The ODE of :mod:`ddpm_helpers.flow` is solved with pure steps ``step(x_t, t, t_prev, v_hat[,
 v_hat_prev]) -> Step(x_prev, x0_hat)``, the same shape as the DDPM steps: :func:`euler_step` (first
-order, one network evaluation) and :func:`heun_step` (second order, two). A
+order, one network evaluation) and :func:`heun_step` (second order, two; the loop takes its last
+step, to t = 0, by Euler, as Karras et al. 2022 do, so n Heun steps cost 2n − 1 evaluations). A
 :class:`FlowSamplerSpec` names the method and the number of equal steps of t; :func:`iterate_flow`
 is the loop, yielding a :class:`FlowState` after every step, and :func:`sample_flow` draws the noise
 and runs it. :func:`flow_sample_quality` judges the samples as
@@ -81,8 +82,9 @@ class FlowSamplerSpec(ConfigMixin):
 
     @property
     def num_evaluations(self) -> int:
-        """Network evaluations per sample (NFE): one per Euler step, two per Heun step."""
-        return EVALUATIONS_PER_STEP[self.method] * self.num_steps
+        """Network evaluations per sample (NFE): one per Euler step, two per Heun step but the last
+        (Heun's last step, to t = 0, is an Euler step: see :func:`iterate_flow`)."""
+        return EVALUATIONS_PER_STEP[self.method] * self.num_steps - (self.method == "heun")
 
     def times(self) -> list[float]:
         """The num_steps + 1 flow times visited, 1 = t_0 > t_1 > ... > t_n = 0, evenly spaced."""
@@ -104,7 +106,12 @@ class FlowState(NamedTuple):
 def iterate_flow(model: nn.Module, x_1: torch.Tensor, spec: FlowSamplerSpec, *, y: torch.Tensor | None = None) -> Iterator[FlowState]:
     """Integrate dx/dt = v_θ(x, t) from ``x_1`` (noise, t = 1) to t = 0 as ``spec`` says, yielding a
     :class:`FlowState` after every step; the last state's ``x`` is the sample. ``model``: a
-    :class:`VelocityNet`. Deterministic: the sample is a function of x_1. Taught in: 09_flow_matching."""
+    :class:`VelocityNet`. Deterministic: the sample is a function of x_1.
+
+    Heun's corrector would evaluate the network at t = 0 on the Euler prediction, a time a flow
+    trained with logit-normal t has practically never seen (sigmoid(ζ) < 0.01 for ζ ~ N(0, 1) has
+    probability 2·10⁻⁶); so, as in Karras et al. 2022 (Algorithm 1), the last step of "heun" is an
+    Euler step (on the shipped flow, evaluating there raised the FID of 4 Heun steps from 2.47 to 72). Taught in: 09_flow_matching."""
     check_velocity_net(model)
     if not isinstance(spec, FlowSamplerSpec):
         raise ValueError(f"spec must be a dh.FlowSamplerSpec (e.g. dh.FlowSamplerSpec('euler', 4)), got {type(spec).__name__}")
@@ -116,7 +123,7 @@ def iterate_flow(model: nn.Module, x_1: torch.Tensor, spec: FlowSamplerSpec, *, 
         t_prev = torch.full_like(t, t_prev_value)
         with validated():  # the times are in [0, 1] and decreasing by construction
             v_hat = model(x, t, y).to(x.dtype)
-            if spec.method == "euler":
+            if spec.method == "euler" or t_prev_value == 0:   # Heun's last step too: no evaluation at t = 0
                 x, x0_hat = _euler_step(x, t, t_prev, v_hat)
             else:
                 x_euler = _euler_step(x, t, t_prev, v_hat).x_prev

@@ -127,8 +127,27 @@ def test_steps_match_their_formulas_and_heun_costs_two_evaluations():
     torch.testing.assert_close(step.x0_hat, x - dh.per_sample(t, 4) * v, rtol=0, atol=0)
     heun = dh.heun_step(x, t, t_prev, v, v2)
     torch.testing.assert_close(heun.x_prev, x + dh.per_sample(t_prev - t, 4) * (v + v2) / 2, rtol=0, atol=0)
-    assert dh.FlowSamplerSpec("heun", 4).num_evaluations == 8 and dh.FlowSamplerSpec("euler", 4).num_evaluations == 4
+    assert dh.FlowSamplerSpec("heun", 4).num_evaluations == 7 and dh.FlowSamplerSpec("euler", 4).num_evaluations == 4  # Heun's last step is Euler
     assert dh.FlowSamplerSpec("euler", 4).times() == [1.0, 0.75, 0.5, 0.25, 0.0] and str(dh.FlowSamplerSpec("heun", 2)) == "heun-2"
+
+
+def test_heun_never_asks_the_network_at_t_0_and_counts_its_evaluations():
+    asked = []
+
+    class Recorder(nn.Module):
+        def forward(self, x, scaled_t, y=None):
+            asked.append(sorted(set((scaled_t / 999.0).tolist())))
+            return x / dh.per_sample(scaled_t / 999.0, x.ndim)  # the exact velocity when all data sits at 0: straight lines to it
+
+    model = dh.VelocityNet(Recorder())
+    for n in (1, 2, 5):
+        asked.clear()
+        x_1 = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(n))
+        *_, last = dh.iterate_flow(model, x_1, dh.FlowSamplerSpec("heun", n))
+        assert len(asked) == dh.FlowSamplerSpec("heun", n).num_evaluations == 2 * n - 1
+        assert all(t > 0 for times in asked for t in times)  # the last step, to t = 0, is Euler's
+        # on straight paths both methods are exact: the states are x_1·t and the last step x − t·(x/t) = 0 up to a few roundings
+        assert float(last.x.abs().max()) < 8 * U32 * float(x_1.abs().max())
 
 
 def test_velocity_net_scales_time_and_refuses_integer_timesteps():
