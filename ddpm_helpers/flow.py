@@ -250,3 +250,11 @@ def chord_lines(segments: Segments) -> tuple[torch.Tensor, torch.Tensor]:
     t_start = per_sample(segments.t_start, segments.starts.ndim)
     chord = (segments.starts - segments.ends) / (t_start - per_sample(segments.t_end, segments.starts.ndim))
     return segments.starts - t_start * chord, segments.starts + (1 - t_start) * chord
+
+
+def segments_as_coupling(segments: Segments) -> tuple[Coupling, torch.Tensor]:
+    """What the trainer reads of checked ``segments``: the chords' lines as a :class:`Coupling`
+    (:func:`chord_lines`) and the times (t_start) at which each line is read."""
+    check_segments(segments)
+    line_x0, line_eps = chord_lines(segments)
+    return Coupling(line_x0, segments.labels, line_eps), segments.t_start

@@ -22,7 +22,7 @@ from .checkpoint import save_checkpoint
 from .checks import check_class_labels, check_data, check_finite, check_fraction, check_positive_int, validated
 from .data import ImageSet
 from .diffusion import DataSpace, _ddpm_loss
-from .flow import Coupling, FlowConfig, Segments, _flow_loss, check_flow_times, check_segments, chord_lines, draw_flow_times
+from .flow import Coupling, FlowConfig, Segments, _flow_loss, check_flow_times, draw_flow_times, segments_as_coupling
 from .runtime import all_average, any_process, world
 from .schedules import DiffusionConfig, NoiseSchedule
 from .train_inputs import _check_points, check_diffusion, check_flow_training, draw_timesteps, drop_labels
@@ -74,18 +74,15 @@ def train_step(
     is_flow = isinstance(diffusion, FlowConfig)
     if is_flow:
         check_flow_training(state.model, config)
-    elif eps is not None:
-        raise ValueError("eps (noise paired with the images) is for flow matching (reflow); a diffusion step draws its own")
-    if t is not None and not is_flow:
-        raise ValueError("t (fixed flow times, for distillation) is for flow matching; a diffusion step draws its own timesteps")
+    elif eps is not None or t is not None:
+        raise ValueError("eps and t (noise paired with the images, fixed flow times) are for flow matching (reflow, distillation); a diffusion step draws its own")
     model, optimizer = state.model, state.optimizer
     rank, size = world()
     if x0.shape[0] % size:
         raise ValueError(f"the batch size ({x0.shape[0]}) must be divisible by the number of processes ({size})")
-    if is_flow and t is not None:
-        check_flow_times(t, x0.shape[0], "t")
-    elif is_flow:
-        t = draw_flow_times(x0.shape[0], config, state.generator, x0.device)
+    if is_flow:
+        t = draw_flow_times(x0.shape[0], config, state.generator, x0.device) if t is None else t
+        check_flow_times(t, x0.shape[0], "t")  # reads the device only outside the trainer's validated loop
     else:
         t = draw_timesteps(x0.shape[0], schedule.T, config, state.generator, x0.device)
     if eps is None:
@@ -188,22 +185,19 @@ def train(
     Flow matching trains through the same loop: ``diffusion=dh.FlowConfig()``, ``schedule=None``
     and a :class:`~ddpm_helpers.flow.VelocityNet` in the state (see :func:`train_step`). A
     :class:`~ddpm_helpers.flow.Coupling` as ``train_set`` fixes the noise of each image (reflow);
-    :class:`~ddpm_helpers.flow.Segments` train a student to take each piece of a teacher's trajectory
-    in one Euler step (distillation): flow matching on the piece's chord
-    (:func:`~ddpm_helpers.flow.chord_lines`), read only at the piece's start time.
+    :class:`~ddpm_helpers.flow.Segments` teach a student each piece of a teacher's trajectory in one
+    Euler step (distillation; see :func:`~ddpm_helpers.flow.segments_as_coupling`).
     """
     state.check_consistent()
     check_diffusion(diffusion, schedule)
-    times = None
     if isinstance(train_set, Segments):  # distillation: the chords' lines, each read at its piece's start
         if not isinstance(diffusion, FlowConfig):
             raise ValueError("train_set is dh.Segments (pieces of a flow's trajectories, for distillation), which only a flow trains on; pass diffusion=dh.FlowConfig()")
-        check_segments(train_set)
-        (line_x0, noise), times = chord_lines(train_set), train_set.t_start
-        train_set = Coupling(line_x0, train_set.labels, noise)
+        train_set, times = segments_as_coupling(train_set)
     else:
         check_data(train_set.images, space, "train_set.images")
-        noise = train_set.noise if isinstance(train_set, Coupling) else None
+        times = None
+    noise = train_set.noise if isinstance(train_set, Coupling) else None
     if isinstance(diffusion, FlowConfig):
         check_flow_training(state.model, config)
     elif noise is not None:
@@ -233,8 +227,7 @@ def train(
     images = train_set.images.to(device)
     labels = train_set.labels.to(device) if num_classes_of(state.model) is not None else None
     labels = None if labels is None else check_class_labels(labels, images.shape[0], num_classes_of(state.model), "train_set.labels")  # once per call
-    noise = None if noise is None else noise.to(device)
-    times = None if times is None else times.to(device)
+    noise, times = (None if v is None else v.to(device) for v in (noise, times))
     schedule = None if schedule is None else schedule.to(device)
     is_main = world()[0] == 0  # under torchrun, only the first process writes and reports
     bar = tqdm(total=None if target == float("inf") else target, initial=state.step, disable=not (progress and is_main), desc="training", mininterval=2.0)

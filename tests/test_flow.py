@@ -269,7 +269,7 @@ def test_a_coupling_trains_on_its_own_noise(tiny):
     expected = dh.flow_loss(state.model, x0, t=t, eps=noise)  # the loss before the update
     loss = dh.train_step(state, x0, None, config, diffusion=dh.FlowConfig(), eps=noise)
     torch.testing.assert_close(loss, expected, rtol=0, atol=0)  # the same operations on the same numbers
-    with pytest.raises(ValueError, match="eps .* is for flow matching"):
+    with pytest.raises(ValueError, match="eps and t .* are for flow matching"):
         dh.train_step(dh.init_train_state(dh.UNet(cfg.unet), config), x0, dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T), config, diffusion=cfg.diffusion, eps=noise)
 
 
@@ -387,5 +387,5 @@ def test_segments_are_refused_where_they_do_not_belong(tiny):
     ddpm_state = dh.init_train_state(dh.UNet(cfg.unet), cfg.train)
     with pytest.raises(ValueError, match="dh.Segments .* only a flow trains on"):
         dh.train(ddpm_state, pieces, dh.MNIST_PIXELS, schedule, cfg.train, diffusion=cfg.diffusion, progress=False)
-    with pytest.raises(ValueError, match=r"t \(fixed flow times, for distillation\) is for flow matching"):
+    with pytest.raises(ValueError, match=r"eps and t \(noise paired with the images, fixed flow times\) are for flow matching"):
         dh.train_step(ddpm_state, data.images[:8], schedule, cfg.train, diffusion=cfg.diffusion, t=torch.full((8,), 0.5))
