@@ -15,8 +15,9 @@ A flow network is a :class:`VelocityNet`: any network with the U-Net's signature
 takes float flow time (and refuses the integer timesteps of the DDPM samplers). This module is the
 training side (the interpolant, its target, the loss, the training times, reflow's
 :class:`Coupling` and the :class:`Segments` that distil a few-step sampler); the ODE's steps and
-the loop that samples a flow are in :mod:`ddpm_helpers.flow_sampling`. The one trainer (:func:`ddpm_helpers.training.train`) trains the
-flow objective when given ``diffusion=FlowConfig()`` and no schedule. Taught in: 09_flow_matching.
+the loop that samples a flow are in :mod:`ddpm_helpers.flow_sampling`. The one trainer
+(:func:`ddpm_helpers.training.train`) trains the flow objective when given ``diffusion=FlowConfig()``
+and no schedule. Taught in: 09_flow_matching.
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ def iterate_flow(model: nn.Module, x_1: torch.Tensor, spec: FlowSamplerSpec, *, 
     Heun's corrector would evaluate the network at t = 0 on the Euler prediction, a time a flow
     trained with logit-normal t has practically never seen (sigmoid(ζ) < 0.01 for ζ ~ N(0, 1) has
     probability 2·10⁻⁶); so, as in Karras et al. 2022 (Algorithm 1), the last step of "heun" is an
-    Euler step (on the shipped flow, evaluating there raised the FID of 4 Heun steps from 2.47 to 72). Taught in: 09_flow_matching."""
+    Euler step (on the shipped flow, evaluating there raised the FID of 4 Heun steps from 2.47 to
+    72). Taught in: 09_flow_matching."""
     check_velocity_net(model)
     if not isinstance(spec, FlowSamplerSpec):
         raise ValueError(f"spec must be a dh.FlowSamplerSpec (e.g. dh.FlowSamplerSpec('euler', 4)), got {type(spec).__name__}")
@@ -167,7 +168,7 @@ def trajectory_segments(
     labels: torch.Tensor | None = None, batch_size: int | None = None,
 ) -> Segments:
     """Cut the teacher's trajectories into ``num_pieces`` equal pieces of flow time, for distilling a
-    sampler of ``num_pieces`` Euler steps (a student trained on them steps from 1 to 1 − 1/k, ...).
+    sampler of ``num_pieces`` = k Euler steps (a student trained on them steps from t = 1 to 1 − 1/k, ...).
 
     ``teacher``: a :class:`~ddpm_helpers.flow.VelocityNet`; ``noise``: (N, ...) its starts at t = 1;
     ``spec``: how the teacher integrates, with ``spec.num_steps`` a multiple of ``num_pieces`` so that
