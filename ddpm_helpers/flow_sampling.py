@@ -118,19 +118,26 @@ def iterate_flow(model: nn.Module, x_1: torch.Tensor, spec: FlowSamplerSpec, *, 
         raise ValueError(f"spec must be a dh.FlowSamplerSpec (e.g. dh.FlowSamplerSpec('euler', 4)), got {type(spec).__name__}")
     check_batch(x_1, "x_1")
     check_finite(x_1, "x_1")
-    times, x = spec.times(), x_1
+    x = x_1
+    for state in _integrate(model, x_1, spec.times(), spec.method, y):
+        x = state.x
+        yield state
+    check_finite(x, "the flow's sample (the network's velocity may have overflowed)")
+
+
+def _integrate(model, x, times, method, y) -> Iterator[FlowState]:
+    """The steps of :func:`iterate_flow` over the decreasing ``times`` (from x at times[0]), unchecked."""
     for t_value, t_prev_value in zip(times[:-1], times[1:]):
         t = torch.full((x.shape[0],), t_value, device=x.device, dtype=x.dtype)
         t_prev = torch.full_like(t, t_prev_value)
         with validated():  # the times are in [0, 1] and decreasing by construction
             v_hat = model(x, t, y).to(x.dtype)
-            if spec.method == "euler" or t_prev_value == 0:   # Heun's last step too: no evaluation at t = 0
+            if method == "euler" or t_prev_value == 0:   # Heun's last step too: no evaluation at t = 0
                 x, x0_hat = _euler_step(x, t, t_prev, v_hat)
             else:
                 x_euler = _euler_step(x, t, t_prev, v_hat).x_prev
                 x, x0_hat = _heun_step(x, t, t_prev, v_hat, model(x_euler, t_prev, y).to(x.dtype))
         yield FlowState(t_prev_value, x, x0_hat)
-    check_finite(x, "the flow's sample (the network's velocity may have overflowed)")
 
 
 @torch.no_grad()
@@ -165,7 +172,7 @@ def sample_flow(
 @torch.no_grad()
 def trajectory_segments(
     teacher: nn.Module, noise: torch.Tensor, num_pieces: int, spec: FlowSamplerSpec, *,
-    labels: torch.Tensor | None = None, batch_size: int | None = None,
+    labels: torch.Tensor | None = None, batch_size: int | None = None, student: nn.Module | None = None,
 ) -> Segments:
     """Cut the teacher's trajectories into ``num_pieces`` equal pieces of flow time, for distilling a
     sampler of ``num_pieces`` = k Euler steps (a student trained on them steps from t = 1 to 1 − 1/k, ...).
@@ -175,8 +182,16 @@ def trajectory_segments(
     every piece's ends are states the teacher visits. Returns :class:`~ddpm_helpers.flow.Segments`
     of N·num_pieces pieces, piece by piece of time (all first pieces, then all second ones, ...);
     the final ends (t = 0) are the teacher's samples, unclamped. ``labels`` (N,) (default zeros) go
-    with each trajectory; ``batch_size`` bounds how many go through the network at once."""
+    with each trajectory; ``batch_size`` bounds how many go through the network at once.
+
+    ``student`` (a :class:`~ddpm_helpers.flow.VelocityNet`, e.g. one already distilled on the teacher's
+    pieces): each piece after the first then starts where the *student* is after its own Euler steps
+    (the states it will meet when sampled, not the teacher's), and the teacher integrates that piece
+    from there; the first pieces are unchanged. Training on these corrects the errors a student makes
+    on its own earlier steps (as DAgger does for imitation: Ross et al. 2011)."""
     check_velocity_net(teacher, "teacher")
+    if student is not None:
+        check_velocity_net(student, "student")
     check_positive_int(num_pieces, "num_pieces")
     if not isinstance(spec, FlowSamplerSpec):
         raise ValueError(f"spec must be a dh.FlowSamplerSpec (e.g. dh.FlowSamplerSpec('euler', 24)), got {type(spec).__name__}")
@@ -190,17 +205,27 @@ def trajectory_segments(
     if batch_size is not None:
         check_positive_int(batch_size, "batch_size")
     every = spec.num_steps // num_pieces
-    chunks = []  # per chunk of noise: the num_pieces + 1 states at t = 1, 1 − 1/k, ..., 0
+    times = spec.times()
+    chunks = []  # per chunk of noise: (starts, ends), each (k, n, ...)
     for x_1, y in zip(noise.split(batch_size or noise.shape[0]), labels.split(batch_size or noise.shape[0])):
         y = y if getattr(teacher, "num_classes", None) is not None else None
-        visited = [x_1] + [state.x for i, state in enumerate(iterate_flow(teacher, x_1, spec, y=y), start=1) if i % every == 0]
-        chunks.append(torch.stack(visited))
-    states = torch.cat(chunks, dim=1)  # (k + 1, N, ...)
-    times = spec.times()[::every]      # 1, 1 − 1/k, ..., 0
+        starts, ends, x = [], [], x_1
+        for j in range(num_pieces):
+            piece_times = times[j * every:(j + 1) * every + 1]
+            *_, end = _integrate(teacher, x, piece_times, spec.method, y)
+            starts.append(x)
+            ends.append(end.x)
+            if student is None or j == num_pieces - 1:
+                x = end.x
+            else:  # the student's own Euler step over the piece
+                x = next(_integrate(student, x, piece_times[::every], "euler", y)).x
+        chunks.append((torch.stack(starts), torch.stack(ends)))
+    starts, ends = (torch.cat(part, dim=1) for part in zip(*chunks))  # (k, N, ...)
+    ends_at = times[::every]  # 1, 1 − 1/k, ..., 0
     n = noise.shape[0]
-    t_start = torch.tensor(times[:-1], dtype=noise.dtype, device=noise.device).repeat_interleave(n)
-    t_end = torch.tensor(times[1:], dtype=noise.dtype, device=noise.device).repeat_interleave(n)
-    return Segments(states[:-1].flatten(0, 1), states[1:].flatten(0, 1), t_start, t_end, labels.repeat(num_pieces))
+    t_start = torch.tensor(ends_at[:-1], dtype=noise.dtype, device=noise.device).repeat_interleave(n)
+    t_end = torch.tensor(ends_at[1:], dtype=noise.dtype, device=noise.device).repeat_interleave(n)
+    return Segments(starts.flatten(0, 1), ends.flatten(0, 1), t_start, t_end, labels.repeat(num_pieces))
 
 
 def flow_sample_quality(model: nn.Module, reference, spec: FlowSamplerSpec, *, seed: int = 0, batch_size: int | None = None):

@@ -311,6 +311,32 @@ def test_trajectory_segments_cut_the_teachers_path_into_equal_pieces():
     assert all(torch.equal(a, b) for a, b in zip(pieces, in_chunks))  # an elementwise teacher: chunking changes nothing
 
 
+def test_pieces_from_a_students_own_states_start_where_its_euler_steps_land():
+    """With a student, each piece after the first starts at the student's own state (one Euler step per
+    piece from the noise), and the teacher integrates that piece from there."""
+    teacher, student, spec = gaussian_teacher(), gaussian_teacher(mu=-0.2, s=0.8), dh.FlowSamplerSpec("euler", 6)
+    noise = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(17))
+    pieces = dh.trajectory_segments(teacher, noise, 3, spec, student=student, batch_size=2)
+    plain = dh.trajectory_segments(teacher, noise, 3, spec)
+    n, times = noise.shape[0], spec.times()
+    assert torch.equal(pieces.starts[:n], noise) and torch.equal(pieces.ends[:n], plain.ends[:n])  # the first pieces: the teacher's
+    assert torch.equal(pieces.t_start, plain.t_start) and torch.equal(pieces.t_end, plain.t_end)
+    x = noise
+    for j in range(3):
+        # the same operations on the same numbers as the loop: equal bit for bit
+        assert torch.equal(pieces.starts[j * n:(j + 1) * n], x)
+        end = x
+        for t, t_prev in zip(times[2 * j:2 * j + 2], times[2 * j + 1:2 * j + 3]):
+            t, t_prev = torch.full((n,), t), torch.full((n,), t_prev)
+            end = dh.euler_step(end, t, t_prev, teacher(end, t)).x_prev
+        assert torch.equal(pieces.ends[j * n:(j + 1) * n], end)
+        t, t_prev = torch.full((n,), times[2 * j]), torch.full((n,), times[2 * j + 2])
+        x = dh.euler_step(x, t, t_prev, student(x, t)).x_prev
+    assert not torch.equal(pieces.starts[n:], plain.starts[n:])  # a different student: different starts
+    with pytest.raises(ValueError, match="student must be a dh.VelocityNet"):
+        dh.trajectory_segments(teacher, noise, 3, spec, student=GaussianVelocity(0.0, 1.0, 1.0))
+
+
 def test_a_student_whose_steps_follow_the_chords_reproduces_the_teacher_in_k_steps():
     """The aim of distillation, checked with an oracle student: answer each piece's chord at its start and
     k Euler steps land on the teacher's many-step sample."""
