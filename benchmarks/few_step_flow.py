@@ -6,9 +6,10 @@ reflow's pairs (noise, the trajectory's end) and the distillation's pieces (the 
 ``pieces`` equal pieces of flow time, ``dh.trajectory_segments``). Two copies of the flow are then
 fine-tuned for the same steps at the same rate: one by reflow (flow matching on the straight line from
 each noise to its sample, at every t), one by distillation (flow matching on each piece's chord, read
-only at the piece's start, so that one Euler step takes one piece). With ``--models own-states`` (the default
-runs it) the distilled student is fine-tuned once more, as long, on pieces that start at its own states
-(``dh.trajectory_segments(..., student=...)``): what it meets when sampled. Each, and the untouched flow, is
+only at the piece's start, so that one Euler step takes one piece). A second round fine-tunes
+the distilled student once more, as long, on pieces that start at its own states
+(``dh.trajectory_segments(..., student=...)``): what it meets when sampled. ``--models`` picks what runs
+beside the first round (reflow, own-states; both by default). Each, and the untouched flow, is
 judged with 1, 2, 4 and 8 Euler steps: FID and confident share, mean ± sd over sampling seeds.
 The question it answers (issue 28): can a 4-step generator reach twice the 1,000-step DDPM's FID?
 

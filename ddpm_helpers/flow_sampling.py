@@ -198,6 +198,7 @@ def trajectory_segments(
     if spec.num_steps % num_pieces:
         raise ValueError(f"spec.num_steps ({spec.num_steps}) must be a multiple of num_pieces ({num_pieces}), so that each piece ends on a state the teacher visits")
     check_batch(noise, "noise")
+    check_finite(noise, "noise")
     if labels is None:
         labels = torch.zeros(noise.shape[0], dtype=torch.long, device=noise.device)
     elif not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (noise.shape[0],):
@@ -221,6 +222,7 @@ def trajectory_segments(
                 x = next(_integrate(student, x, piece_times[::every], "euler", y)).x
         chunks.append((torch.stack(starts), torch.stack(ends)))
     starts, ends = (torch.cat(part, dim=1) for part in zip(*chunks))  # (k, N, ...)
+    check_finite(ends, "the teacher's states (its velocity may have overflowed)")
     ends_at = times[::every]  # 1, 1 − 1/k, ..., 0
     n = noise.shape[0]
     t_start = torch.tensor(ends_at[:-1], dtype=noise.dtype, device=noise.device).repeat_interleave(n)

@@ -399,6 +399,8 @@ def test_segments_are_refused_where_they_do_not_belong(tiny):
         dh.trajectory_segments(teacher, noise, 4, dh.FlowSamplerSpec("euler", 6))
     with pytest.raises(ValueError, match="teacher must be a dh.VelocityNet"):
         dh.trajectory_segments(dh.UNet(cfg.unet), noise, 2, dh.FlowSamplerSpec("euler", 2))
+    with pytest.raises(ValueError, match="noise"):
+        dh.trajectory_segments(teacher, noise.clone().index_fill_(0, torch.tensor([1]), float("nan")), 2, dh.FlowSamplerSpec("euler", 2))
     with pytest.raises(ValueError, match=r"labels must be a \(3,\) tensor"):
         dh.trajectory_segments(teacher, noise, 2, dh.FlowSamplerSpec("euler", 2), labels=torch.zeros(2, dtype=torch.long))
     pieces = dh.trajectory_segments(teacher, noise, 2, dh.FlowSamplerSpec("euler", 2))
