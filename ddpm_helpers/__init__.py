@@ -26,7 +26,7 @@ from .config import FULL, TINY, Config, DataConfig, DiffusionConfig, TrainConfig
 from .data import ImageSet, class_names, load_mnist, to_model_range, to_pixel_range
 from .diffusion import MNIST_PIXELS, DataSpace, EpsFromV, Posterior, ddpm_loss, eps_from_v, loss_weights, posterior_mean_var, predict_eps, predict_x0, q_sample, v_target
 from .ema import EMA
-from .flow import Coupling, FlowConfig, Segments, VelocityNet, chord_lines, draw_flow_times, flow_coordinates, flow_interpolant, flow_loss, flow_predictions, velocity_target
+from .flow import Coupling, EpsFromVelocity, FlowConfig, Segments, VelocityNet, chord_lines, draw_flow_times, flow_coordinates, flow_interpolant, flow_loss, flow_predictions, velocity_target
 from .flow_sampling import FlowSamplerSpec, FlowState, euler_step, flow_sample_quality, heun_step, iterate_flow, sample_flow, trajectory_segments
 from .layers import ResBlock, SelfAttention, WSConv2d, make_downsample, timestep_embedding
 from .cards import ModelCard
@@ -46,7 +46,7 @@ from .weights import WEIGHTS_DIR
 from ._version import __version__
 
 __all__ = sorted([
-    "Coupling", "FlowConfig", "FlowSamplerSpec", "FlowState", "Segments", "VelocityNet", "chord_lines", "draw_flow_times", "euler_step", "flow_coordinates", "flow_interpolant", "flow_loss", "flow_predictions", "flow_sample_quality", "heun_step", "iterate_flow", "sample_flow", "trajectory_segments", "velocity_target",
+    "Coupling", "EpsFromVelocity", "FlowConfig", "FlowSamplerSpec", "FlowState", "Segments", "VelocityNet", "chord_lines", "draw_flow_times", "euler_step", "flow_coordinates", "flow_interpolant", "flow_loss", "flow_predictions", "flow_sample_quality", "heun_step", "iterate_flow", "sample_flow", "trajectory_segments", "velocity_target",
     "AttentionResBlock", "Autoencoder", "AutoencoderConfig", "COLORS", "ChannelAttention", "Config", "DIGIT_COLORS", "DataConfig",
     "DataSpace", "DiffusionConfig", "EMA", "EpsFromV", "FULL", "Generated", "History", "ImageSet", "LatentModel", "MNISTClassifier", "ModelCard", "MNIST_PIXELS",
     "NoiseSchedule", "Posterior", "Pretrained", "ResBlock", "SCHEDULE_COLORS", "STEPS", "SamplerSpec", "SamplerState",

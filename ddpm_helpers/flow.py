@@ -144,6 +144,31 @@ def flow_coordinates(x_t: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule
     return x_t / per_sample(alpha + sigma, x_t.ndim), sigma / (alpha + sigma)
 
 
+class EpsFromVelocity(nn.Module):
+    """A flow network read as a DDPM ε-network on ``schedule``, so the DDPM samplers (the book's judge
+    among them) run it unchanged: ``EpsFromVelocity(flow, schedule)(x_t, t, y)`` takes the DDPM state
+    x_t at the int64 timestep t to the flow's line, (χ, τ) = :func:`flow_coordinates` (x_t, t), and
+    returns the ε̂ = χ + (1 − τ)·v(χ, τ) of :func:`flow_predictions`. The ε is the same on both sides
+    (x_t = α·x0 + σ·ε and χ = (1 − τ)·x0 + τ·ε), so the map is exact: the flow's velocity and the
+    ε it implies are one prediction in two coordinates. ``flow`` must be a :class:`VelocityNet`: this
+    wrapper is the deliberate route from a flow to a DDPM sampler; a bare VelocityNet still refuses
+    integer timesteps. Taught in: 09_flow_matching.
+    """
+
+    def __init__(self, flow: nn.Module, schedule: NoiseSchedule) -> None:
+        super().__init__()
+        check_velocity_net(flow, "flow")
+        if not isinstance(schedule, NoiseSchedule):
+            raise ValueError(f"schedule must be a dh.NoiseSchedule (the DDPM timesteps to read the flow on), got {type(schedule).__name__}")
+        self.flow, self.schedule = flow, schedule
+        if hasattr(flow, "num_classes"):
+            self.num_classes = flow.num_classes
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        chi, tau = flow_coordinates(x_t, t, self.schedule.to(x_t.device))
+        return flow_predictions(chi, tau, self.flow(chi, tau, y))[1]
+
+
 def draw_flow_times(n: int, config: TrainConfig, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
     """n training times in (0, 1), (n,) float32, drawn as ``config.timestep_sampling`` says: ``uniform``
     t ~ U(0, 1), or ``logit_normal`` t = sigmoid(ζ) with ζ ~ N(μ_ζ, σ_ζ²), μ_ζ = ``timestep_logit_mean``,

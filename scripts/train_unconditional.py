@@ -34,8 +34,9 @@ their mean on the card, with the spread in its notes, as the chapters do.
 ``--flow`` trains flow matching (09_flow_matching) with the same U-Net, trainer and data: the network
 is a ``dh.VelocityNet``, the loss is unweighted (``train.loss_weighting=uniform``) and the flow times
 are logit-normal (``train.timestep_sampling=logit_normal``, the better of chapter 9's two; ``--set``
-can change it). It is judged by Euler steps with as many network evaluations as ``cfg.judge`` and
-saved as ``flow.pt`` / ``flow.json`` (kind ``flow-unet``) in ``runs/flow/`` by default.
+can change it). It is judged by ``cfg.judge`` like the diffusion models, read as an eps-network on
+``cfg.diffusion``'s schedule through ``dh.EpsFromVelocity`` (one judge for every model: chapter 9 measures
+what an ODE sampler would change), and saved as ``flow.pt`` / ``flow.json`` (kind ``flow-unet``) in ``runs/flow/`` by default.
 """
 
 from __future__ import annotations
@@ -93,21 +94,16 @@ def parse_args() -> tuple[argparse.Namespace, dh.Config]:
 
 
 def judged(model: torch.nn.Module, cfg: dh.Config, schedule: dh.NoiseSchedule) -> torch.nn.Module:
-    """The network as the samplers read it: an eps-network, so a v-network goes through dh.EpsFromV."""
+    """The network as the samplers read it: an eps-network, so a v-network goes through dh.EpsFromV and a
+    flow through dh.EpsFromVelocity (on the DDPM schedule ``schedule``)."""
+    if isinstance(model, dh.VelocityNet):
+        return dh.EpsFromVelocity(model, schedule)
     return model if cfg.diffusion.prediction == "eps" else dh.EpsFromV(model, schedule)
 
 
-def flow_judge(cfg: dh.Config) -> dh.FlowSamplerSpec:
-    """A flow's judge: Euler steps, as many network evaluations as the diffusion's judge (09_flow_matching)."""
-    return dh.FlowSamplerSpec("euler", cfg.judge.num_steps)
-
-
 def score(model: torch.nn.Module, cfg: dh.Config, args: argparse.Namespace, schedule: dh.NoiseSchedule, reference, seed: int):
-    """The quality report of ``model``'s samples (``reference.num_samples`` of them, noise from ``seed``)."""
-    if args.flow:
-        report, _ = dh.flow_sample_quality(model, reference, flow_judge(cfg), seed=seed, batch_size=cfg.sample_batch_size)
-    else:
-        report, _ = dh.evaluation.sample_quality(judged(model, cfg, schedule), schedule, reference, cfg.judge, seed=seed, batch_size=cfg.sample_batch_size)
+    """The quality report of ``model``'s samples by ``cfg.judge`` (``reference.num_samples`` of them, noise from ``seed``)."""
+    report, _ = dh.evaluation.sample_quality(judged(model, cfg, schedule), schedule, reference, cfg.judge, seed=seed, batch_size=cfg.sample_batch_size)
     return report
 
 
@@ -119,14 +115,14 @@ def main() -> None:
     rank = dist.get_rank() if distributed else 0
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if torch.cuda.is_available() else torch.device("cpu")
     if rank == 0:
-        what = f"flow matching, t {cfg.train.timestep_sampling} | judge: {flow_judge(cfg)}" if args.flow else f"prediction: {cfg.diffusion.prediction} | judge: {cfg.judge}"
+        what = f"flow matching, t {cfg.train.timestep_sampling} | judge: {cfg.judge} (through dh.EpsFromVelocity)" if args.flow else f"prediction: {cfg.diffusion.prediction} | judge: {cfg.judge}"
         print(cfg.summary(), "|", what, "| device:", dh.describe_device(device),
               "| processes:", dist.get_world_size() if distributed else 1)
 
     train_set, test_set = dh.load_mnist("train", cfg), dh.load_mnist("test", cfg)
     val_set = dh.load_mnist("val", cfg)
     reference = dh.evaluation.real_reference(train_set.images, test_set.images, args.samples, device) if rank == 0 else None
-    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)  # the DDPM's (a flow has none)
+    schedule = dh.make_schedule(cfg.diffusion.schedule, cfg.diffusion.T).to(device)  # the DDPM's; a flow is trained without it and judged on it
     process = dh.FlowConfig() if args.flow else cfg.diffusion
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint, log_path = args.out / "checkpoint.pt", args.out / "quality.json"
@@ -152,7 +148,7 @@ def main() -> None:
             row = {"minutes": round(state.elapsed / 60, 2), "steps": state.step, "images_per_s": round(state.step * cfg.train.batch_size / state.elapsed, 1),
                    "val_loss": state.history.val_loss[-1], **report._asdict(), "eval_seconds": round(time.perf_counter() - start, 1)}
             log["checkpoints"].append(row)
-            log.update(fid_floor=reference.fid_floor, sampler=str(flow_judge(cfg) if args.flow else cfg.judge), device=dh.describe_device(device), num_train_images=len(train_set.labels))
+            log.update(fid_floor=reference.fid_floor, sampler=str(cfg.judge), device=dh.describe_device(device), num_train_images=len(train_set.labels))
             log_path.write_text(json.dumps(log, indent=1) + "\n")
             print(f"{row['minutes']:6.2f} min {state.step:6d} steps ({row['images_per_s']:.0f} img/s): val loss {row['val_loss']:.4f}, "
                   f"FID {report.fid:7.2f}, confident {report.confident_fraction:6.1%}, rarest digit {report.min_class_share:5.1%}", flush=True)
@@ -186,7 +182,7 @@ def save_model(state: dh.TrainState, cfg: dh.Config, args: argparse.Namespace, s
              f"min_class_share is the rarest digit over the seeds{spread}")
     provenance = dh.cards.Provenance(date=datetime.date.today().isoformat(), device=dh.describe_device(device), train_seconds=round(state.elapsed, 1),
                                      num_train_images=num_train_images, num_steps=state.step, trained_by="scripts/train_unconditional.py" + (" --flow" if args.flow else ""))
-    sampler = str(flow_judge(cfg) if args.flow else cfg.judge)
+    sampler = str(cfg.judge)
     quality = dh.cards.measures({"fid": round(float(fids.mean()), 2), "confident_fraction": round(float(confident.mean()), 4),
                                  "min_class_share": round(min(r.min_class_share for r in reports), 4)}, num_samples=reference.num_samples, sampler=sampler)
     quality["fid_floor"] = dh.cards.Measure(round(reference.fid_floor, 2), reference.num_samples)  # train vs test images: no sampler

@@ -16,6 +16,7 @@ from torch import nn
 
 import ddpm_helpers as dh
 from ddpm_helpers.flow import check_flow_times
+from ddpm_helpers.oracles import GaussianOracle
 
 U32 = 2.0**-24  # float32 unit roundoff
 U64 = 2.0**-53
@@ -94,6 +95,48 @@ def test_ddim_is_an_euler_step_of_the_flow_in_flow_coordinates():
     # float32 tables, square roots of float32 ᾱ) in float32, so each carries ≤ 2 roundings of 2^-24,
     # amplified by 1/α_t ≤ 1/√ᾱ_999 ≈ 160 in x0_hat, on numbers ≤ 5: allow 4 · 2^-24 · 160 · 5 ≈ 2e-4.
     torch.testing.assert_close(ddim / dh.per_sample(alpha_prev + sigma_prev, 4), euler, rtol=0, atol=4 * U32 * 160 * 5)
+
+
+def test_a_flow_read_as_an_eps_network_is_the_eps_oracle_of_the_same_data():
+    """For x0 ~ N(mu, s²) the exact flow velocity, read on a DDPM schedule, must give the exact ε-prediction
+    E[ε | x_t] of the package's GaussianOracle at every timestep: one prediction in two coordinates."""
+    mu, s = 0.3, 0.5
+    for schedule in (dh.make_schedule("cosine", 1000), dh.make_schedule("linear", 1000)):
+        flow = dh.VelocityNet(GaussianVelocity(mu, s, dh.FlowConfig().time_scale))
+        g = torch.Generator().manual_seed(4)
+        t = torch.tensor([0, 1, 50, 300, 600, 900, 998, 999])
+        x0, eps = mu + s * torch.randn(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)
+        x_t = dh.q_sample(x0, t, eps, schedule, space=dh.DataSpace((1, 4, 4)))  # Gaussian data, not images in [-1, 1]
+        with torch.no_grad():
+            read = dh.EpsFromVelocity(flow, schedule)(x_t, t)
+            oracle = GaussianOracle(schedule, mu, s)(x_t, t)
+        # Both are float32 formulas in ≤ 20 roundings of numbers ≤ 6 (|x_t| < 5 sd), each divided by a variance of x_t
+        # that is ≥ s²/(1 + s²) = 0.2 on the flow's line and ≥ min(s², 1) on the DDPM's (amplification ≤ 5),
+        # so they may differ by 2 · 20 roundings · 6 · 5 ≈ 7e-5.
+        torch.testing.assert_close(read, oracle, rtol=0, atol=2 * 20 * U32 * 6 * 5)
+
+
+def test_the_ddpm_samplers_run_a_flow_through_its_eps_reading_and_ddim_is_its_euler_sampler():
+    mu, s, schedule = 0.3, 0.5, dh.make_schedule("cosine", 1000)
+    flow = dh.VelocityNet(GaussianVelocity(mu, s, dh.FlowConfig().time_scale))
+    noise = torch.randn(16, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    spec = dh.SamplerSpec("ddim", num_steps=10, clip_x0=False)
+    steps = spec.steps(schedule.T, schedule)
+    with torch.no_grad():
+        *_, last = dh.iterate_sampler(dh.EpsFromVelocity(flow, schedule), noise, dh.DataSpace((1, 4, 4)), schedule, spec)
+        ddim = last.x
+        chi, tau = dh.flow_coordinates(noise, torch.full((16,), steps[0]), schedule)
+        alpha_bars = [float(schedule.alpha_bars[k]) for k in steps[1:]] + [1.0]  # ᾱ = 1 past the last step
+        times = [float(tau[0])] + [math.sqrt(1 - a) / (math.sqrt(a) + math.sqrt(1 - a)) for a in alpha_bars]
+        for t, t_prev in zip(times[:-1], times[1:]):
+            chi = dh.euler_step(chi, torch.full((16,), t), torch.full((16,), t_prev), flow(chi, torch.full((16,), t))).x_prev
+    # One DDIM step is one Euler step in flow coordinates (test_ddim_is_an_euler_step...), and the exact Gaussian flow
+    # contracts errors (x_0 = mu + s·x_1, s < 1), so the steps' float32 roundoff adds up: each step makes ≤ 8 roundings
+    # of numbers ≤ 5, and DDIM's x0_hat = (x_t − σ·eps)/α carries them to the next state amplified by α_prev/α
+    # (≈ 3,500 at the cosine schedule's first step, 999 → 888; ≤ 3 after it): ≈ 8.4e-3 in all.
+    alphas = [float(schedule.alpha_bars[k]) ** 0.5 for k in steps] + [1.0]
+    atol = sum(8 * 5 * a_prev / a * U32 for a, a_prev in zip(alphas[:-1], alphas[1:]))
+    torch.testing.assert_close(ddim, chi, rtol=0, atol=atol)
 
 
 def test_euler_is_exact_on_straight_paths_and_heun_is_second_order():
@@ -193,6 +236,8 @@ def test_a_flow_cannot_be_sampled_as_ddpm_nor_a_ddpm_model_as_a_flow():
     (lambda: dh.flow_interpolant(torch.zeros(2, 3), torch.tensor([0.5]), torch.zeros(2, 3)), r"t must be a \(2,\) tensor"),
     (lambda: check_flow_times(torch.tensor([-0.1]), 1), r"must lie in \[0, 1\]"),
     (lambda: dh.VelocityNet("not a net"), "net must be an nn.Module"),
+    (lambda: dh.EpsFromVelocity(nn.Linear(2, 2), dh.make_schedule("cosine", 10)), "flow must be a dh.VelocityNet.*got Linear"),
+    (lambda: dh.EpsFromVelocity(dh.VelocityNet(nn.Linear(2, 2)), "cosine"), "schedule must be a dh.NoiseSchedule"),
     (lambda: dh.flow_coordinates(torch.zeros(2, 3), torch.tensor([0.5, 0.5]), dh.make_schedule("cosine", 10)), "int64 tensor of DDPM timesteps"),
 ])
 def test_bad_inputs_name_the_argument(call, message):
