@@ -168,3 +168,11 @@ def test_train_unconditional_trains_the_flow_planned_in_steps(tmp_path):
     assert "sampling seeds 0-1" in card.notes and card.quality["fid"].sampler == log["sampler"]
     model, process = dh.load_pretrained("flow", directory=tmp_path)
     assert isinstance(model, dh.VelocityNet) and process == dh.FlowConfig()
+
+
+def test_few_step_samplers_sample_the_shipped_flow_through_its_eps_reading(tmp_path):
+    """``--model flow``: the DDPM samplers run the flow-matching model, read as an eps-network on the book's schedule."""
+    run("benchmarks/few_step_samplers.py", "--size", "tiny", "--model", "flow", "--results", str(tmp_path))
+    results = results_of(tmp_path)
+    assert results["results"]["model"] == "flow" and [row["nfe"] for row in results["results"]["rows"]] == [2, 2]
+    assert all(0 <= row["confident_mean"] <= 1 and row["fid_mean"] > 0 for row in results["results"]["rows"])
