@@ -18,7 +18,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
 
 from common import dh, save, setup
 from time_to_quality import real_reference
@@ -39,7 +38,8 @@ SIZES = {
     "reference": {"samples": 1000, "seeds": 5, "specs": [S("ddpm"), S("dpm-solver++-sde", num_steps=20)]},
     # ten network evaluations (issue: faster to quality, the 10-evaluation target): the stochastic samplers that led at 20
     "ten": {"samples": 1000, "seeds": 3, "specs": [S("ddim", num_steps=10, eta=1.0), S("dpm-solver++-sde", num_steps=10),
-                                                   S("dpm-solver++-sde", num_steps=10, spacing="log_snr"), S("dpm-solver++-sde", num_steps=10, spacing="karras")]},
+                                                   S("dpm-solver++-sde", num_steps=10, spacing="quadratic"), S("dpm-solver++-sde", num_steps=10, spacing="log_snr"),
+                                                   S("dpm-solver++-sde", num_steps=10, spacing="karras"), S("dpm-solver++-sde", num_steps=10, spacing="flow_time")]},
 }
 
 

@@ -20,7 +20,7 @@ from .diffusion import DataSpace, check_model_labels
 from .schedules import NoiseSchedule
 from .steps import BARE_STEPS, OPTIONS, STEPS, VARIANCES, StepFunction, check_step_result
 
-SPACINGS = ("uniform", "quadratic", "log_snr", "karras")
+SPACINGS = ("uniform", "quadratic", "log_snr", "karras", "flow_time")
 KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5
 
 
@@ -75,7 +75,8 @@ def timesteps(T: int, num_steps: int, spacing: str = "uniform", *, schedule: Noi
     ``uniform``: evenly spaced in t; ``quadratic``: denser near t = 0 (Song et al. 2021). Two
     spacings follow the noise level instead of the index, so they need the ``schedule``:
     ``log_snr`` is evenly spaced in λ = log(ᾱ/(1 − ᾱ)); ``karras`` in σ^(1/ρ) with
-    σ = √((1 − ᾱ)/ᾱ) and ρ = 7 (Karras et al. 2022, eq. 5), denser still at low noise. Both take
+    σ = √((1 − ᾱ)/ᾱ) and ρ = 7 (Karras et al. 2022, eq. 5), denser still at low noise; ``flow_time``
+    in the flow's time τ = σ/(α + σ) = 1/(1 + e^(λ/2)), as a flow's Euler steps are (09_flow_matching). All take
     the index whose λ is nearest to each target, moved up to the next free index where two meet.
     With ``num_steps == T`` every spacing gives T−1, T−2, ..., 0; with one step, [T−1]: a single
     jump from pure noise to the end.
@@ -86,7 +87,7 @@ def timesteps(T: int, num_steps: int, spacing: str = "uniform", *, schedule: Noi
     check_choice(spacing, SPACINGS, "spacing")
     if num_steps == 1:
         return [T - 1]
-    if spacing in ("log_snr", "karras"):
+    if spacing in ("log_snr", "karras", "flow_time"):
         return _noise_level_steps(T, num_steps, spacing, schedule)
     if spacing == "uniform":
         values = torch.linspace(0, T - 1, num_steps, dtype=torch.float64).round().long()
@@ -105,6 +106,9 @@ def _noise_level_steps(T: int, num_steps: int, spacing: str, schedule: NoiseSche
     low, high = float(log_snr[-1]), float(log_snr[0])
     if spacing == "log_snr":
         targets = torch.linspace(high, low, num_steps, dtype=torch.float64)
+    elif spacing == "flow_time":  # τ evenly spaced, then λ = 2·log((1 − τ)/τ)
+        taus = torch.linspace(*torch.tensor([high, low], dtype=torch.float64).div(2).exp().add(1).reciprocal().tolist(), num_steps, dtype=torch.float64)
+        targets = ((1 - taus) / taus).log().mul(2.0)
     else:  # σ = e^{−λ/2}, evenly spaced in σ^(1/ρ) from σ_min to σ_max
         ends = torch.tensor([high, low], dtype=torch.float64).mul(-0.5).exp().pow(1 / KARRAS_RHO)
         targets = torch.linspace(float(ends[0]), float(ends[1]), num_steps, dtype=torch.float64).pow(KARRAS_RHO).log().mul(-2.0)

@@ -393,7 +393,7 @@ def test_sde_solver_recovers_a_gaussian(schedule, num_steps):
     assert float(out.std()) == pytest.approx(0.2, rel=0.05)
 
 
-@pytest.mark.parametrize("spacing", ["log_snr", "karras"])
+@pytest.mark.parametrize("spacing", ["log_snr", "karras", "flow_time"])
 def test_noise_level_spacings(linear_schedule, spacing):
     schedule = linear_schedule  # its expected numbers are worked out for the linear schedule
     for n in (2, 5, 20, 999, 1000):
@@ -407,6 +407,13 @@ def test_noise_level_spacings(linear_schedule, spacing):
         # the mean gap for these 10 steps (largest near t = 0); a gap has two ends: ≤ 12% < 15%
         # (a bound from the schedule's table, not a float32 tolerance; the spread seen is 4.3%)
         assert max(gaps) - min(gaps) < 0.15 * sum(gaps) / len(gaps)
+    elif spacing == "flow_time":  # evenly spaced in the flow's time τ = σ/(α + σ), up to the rounding to whole steps
+        alpha_bar = schedule.alpha_bars.double()
+        tau = (1 - alpha_bar).sqrt() / (alpha_bar.sqrt() + (1 - alpha_bar).sqrt())
+        visited = tau[dh.timesteps(1000, 10, spacing, schedule=schedule)]
+        tau_gaps = (visited[:-1] - visited[1:]).tolist()
+        # nearest-index rounding moves each end by at most half of the largest one-step change of τ: a gap by ≤ one of it
+        assert max(tau_gaps) - min(tau_gaps) <= 2 * float((tau[1:] - tau[:-1]).max())
     else:  # karras: steps crowd towards low noise (large λ), so the λ gaps grow... then the index floor binds
         assert gaps[0] < gaps[3]
     with pytest.raises(ValueError, match="needs the schedule"):
