@@ -18,7 +18,6 @@ from __future__ import annotations
 import statistics
 import time
 
-
 from common import dh, save, setup
 from time_to_quality import real_reference
 
