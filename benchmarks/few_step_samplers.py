@@ -38,7 +38,9 @@ SIZES = {
     # ten network evaluations (issue: faster to quality, the 10-evaluation target): the stochastic samplers that led at 20
     "ten": {"samples": 1000, "seeds": 3, "specs": [S("ddim", num_steps=10, eta=1.0), S("dpm-solver++-sde", num_steps=10),
                                                    S("dpm-solver++-sde", num_steps=10, spacing="quadratic"), S("dpm-solver++-sde", num_steps=10, spacing="log_snr"),
-                                                   S("dpm-solver++-sde", num_steps=10, spacing="karras"), S("dpm-solver++-sde", num_steps=10, spacing="flow_time")]},
+                                                   S("dpm-solver++-sde", num_steps=10, spacing="karras"), S("dpm-solver++-sde", num_steps=10, spacing="flow_time"),
+                                                   S("dpm-solver++-sde", num_steps=10, max_noise=80.0), S("dpm-solver++-sde", num_steps=10, spacing="karras", max_noise=80.0),
+                                                   S("dpm-solver++-sde", num_steps=10, spacing="flow_time", max_noise=80.0)]},
 }
 
 

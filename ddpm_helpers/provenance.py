@@ -43,6 +43,7 @@ ADDED_FIELDS: dict[tuple[str, str], object] = {
     ("train", "timestep_logit_mean"): 0.0,  # read only by timestep_sampling="logit_normal"
     ("train", "timestep_logit_std"): 1.0,
     ("data", "dataset"): "mnist",  # every run before the field read MNIST
+    ("judge", "max_noise"): None,  # the judge starts at T-1, as before the field
 }
 
 

@@ -1,4 +1,4 @@
-"""Sampling: which timesteps to visit, the spec of a sampler, and one short loop over the steps.
+"""Sampling: the spec of a sampler, and one short loop over the steps (which timesteps it visits: :mod:`ddpm_helpers.spacings`).
 
 A :class:`SamplerSpec` says how to sample (method, number of steps, η, spacing, variance,
 clipping) and is checked when it is made, so an option that does not apply to the method is an
@@ -18,18 +18,17 @@ from torch import nn
 from .checks import ConfigMixin, check_batch, check_choice, check_finite, check_fraction, check_positive_int, read_back, validated
 from .diffusion import DataSpace, check_model_labels
 from .schedules import NoiseSchedule
+from .spacings import SPACINGS, start_index, timesteps
 from .steps import BARE_STEPS, OPTIONS, STEPS, VARIANCES, StepFunction, check_step_result
-
-SPACINGS = ("uniform", "quadratic", "log_snr", "karras", "flow_time")
-KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5
 
 
 @dataclass(frozen=True)
 class SamplerSpec(ConfigMixin):
     """How to sample: ``method`` (a key of :data:`~ddpm_helpers.steps.STEPS`), ``num_steps``
     (None: all T; "ddpm" always visits all T), ``eta`` (DDIM's noise, default 0), ``spacing`` of the
-    visited timesteps, ``variance`` (DDPM's σ_t², default β̃_t) and ``clip_x0`` (clip x0_hat to the
-    data's range; needs a data space with a known range)."""
+    visited timesteps, ``variance`` (DDPM's σ_t², default β̃_t), ``clip_x0`` (clip x0_hat to the
+    data's range; needs a data space with a known range) and ``max_noise`` (start at the last index whose
+    noise level σ = √((1 − ᾱ)/ᾱ) is at most this, not at T−1; :func:`~ddpm_helpers.spacings.timesteps`)."""
 
     method: str = "ddpm"
     num_steps: int | None = None
@@ -37,6 +36,7 @@ class SamplerSpec(ConfigMixin):
     spacing: str = "uniform"
     variance: str | None = None
     clip_x0: bool = True
+    max_noise: float | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.method, tuple(STEPS), "method")
@@ -50,75 +50,26 @@ class SamplerSpec(ConfigMixin):
             check_fraction(self.eta, "eta")
         if self.variance is not None:
             check_choice(self.variance, VARIANCES, "variance")
-        if self.method == "ddpm" and (self.spacing != "uniform" or self.num_steps is not None):
+        if self.max_noise is not None:
+            check_fraction(self.max_noise, "max_noise", high=float("inf"), include_low=False)
+        if self.method == "ddpm" and (self.spacing != "uniform" or self.num_steps is not None or self.max_noise is not None):
             raise ValueError(
-                f"method 'ddpm' visits every one of the T steps, so num_steps must be None and spacing 'uniform' "
-                f"(got num_steps={self.num_steps!r}, spacing={self.spacing!r}); for fewer steps use method 'ddim'"
+                f"method 'ddpm' visits every one of the T steps, so num_steps and max_noise must be None and spacing 'uniform' "
+                f"(got num_steps={self.num_steps!r}, spacing={self.spacing!r}, max_noise={self.max_noise!r}); for fewer steps use method 'ddim'"
             )
         if not isinstance(self.clip_x0, bool):
             raise ValueError(f"clip_x0 must be True or False, got {self.clip_x0!r}")
 
     def steps(self, T: int, schedule: NoiseSchedule | None = None) -> list[int]:
         """The decreasing timesteps this spec visits for a schedule of ``T`` steps (the noise-level
-        spacings need the ``schedule`` itself)."""
-        return timesteps(T, self.num_steps or T, self.spacing, schedule=schedule)
+        spacings and ``max_noise`` need the ``schedule`` itself)."""
+        every = T if self.max_noise is None else start_index(T, self.max_noise, schedule) + 1
+        return timesteps(T, self.num_steps or every, self.spacing, schedule=schedule, max_noise=self.max_noise)
 
     def __str__(self) -> str:
         options = "".join(f" {k}={v}" for k, v in (("eta", self.eta), ("variance", self.variance)) if v is not None)
-        spacing = "" if self.spacing == "uniform" else f" {self.spacing}"
+        spacing = ("" if self.spacing == "uniform" else f" {self.spacing}") + ("" if self.max_noise is None else f" max_noise={self.max_noise:g}")
         return f"{self.method}-{self.num_steps or 'T'}{options}{spacing}{'' if self.clip_x0 else ' unclipped'}"
-
-
-def timesteps(T: int, num_steps: int, spacing: str = "uniform", *, schedule: NoiseSchedule | None = None) -> list[int]:
-    """Decreasing 0-based timesteps to visit, from T−1 down to 0.
-
-    ``uniform``: evenly spaced in t; ``quadratic``: denser near t = 0 (Song et al. 2021). Two
-    spacings follow the noise level instead of the index, so they need the ``schedule``:
-    ``log_snr`` is evenly spaced in λ = log(ᾱ/(1 − ᾱ)); ``karras`` in σ^(1/ρ) with
-    σ = √((1 − ᾱ)/ᾱ) and ρ = 7 (Karras et al. 2022, eq. 5), denser still at low noise; ``flow_time``
-    in the flow's time τ = σ/(α + σ) = 1/(1 + e^(λ/2)), as a flow's Euler steps are (09_flow_matching). All take
-    the index whose λ is nearest to each target, moved up to the next free index where two meet.
-    With ``num_steps == T`` every spacing gives T−1, T−2, ..., 0; with one step, [T−1]: a single
-    jump from pure noise to the end.
-    """
-    check_positive_int(num_steps, "num_steps")
-    if num_steps > T:
-        raise ValueError(f"num_steps must lie in [1, {T}], got {num_steps}")
-    check_choice(spacing, SPACINGS, "spacing")
-    if num_steps == 1:
-        return [T - 1]
-    if spacing in ("log_snr", "karras", "flow_time"):
-        return _noise_level_steps(T, num_steps, spacing, schedule)
-    if spacing == "uniform":
-        values = torch.linspace(0, T - 1, num_steps, dtype=torch.float64).round().long()
-    else:
-        values = (torch.linspace(0, (T - 1) ** 0.5, num_steps, dtype=torch.float64) ** 2).round().long()
-    steps = sorted(set(values.tolist()), reverse=True)
-    if len(steps) != num_steps:
-        raise ValueError(f"{num_steps} {spacing} steps over T={T} collide; use fewer steps or uniform spacing")
-    return steps
-
-
-def _noise_level_steps(T: int, num_steps: int, spacing: str, schedule: NoiseSchedule | None) -> list[int]:
-    if schedule is None or schedule.T != T:
-        raise ValueError(f"spacing {spacing!r} places steps by noise level, so it needs the schedule (of T={T} steps), got {schedule!r}")
-    log_snr = schedule.log_snr.double().cpu()  # decreasing in t
-    low, high = float(log_snr[-1]), float(log_snr[0])
-    if spacing == "log_snr":
-        targets = torch.linspace(high, low, num_steps, dtype=torch.float64)
-    elif spacing == "flow_time":  # τ evenly spaced, then λ = 2·log((1 − τ)/τ)
-        taus = torch.linspace(*torch.tensor([high, low], dtype=torch.float64).div(2).exp().add(1).reciprocal().tolist(), num_steps, dtype=torch.float64)
-        targets = ((1 - taus) / taus).log().mul(2.0)
-    else:  # σ = e^{−λ/2}, evenly spaced in σ^(1/ρ) from σ_min to σ_max
-        ends = torch.tensor([high, low], dtype=torch.float64).mul(-0.5).exp().pow(1 / KARRAS_RHO)
-        targets = torch.linspace(float(ends[0]), float(ends[1]), num_steps, dtype=torch.float64).pow(KARRAS_RHO).log().mul(-2.0)
-    indices = (log_snr[None, :] - targets[:, None]).abs().argmin(dim=1).tolist()  # increasing in t
-    for i in range(1, num_steps):  # where two targets share an index, take the next one
-        indices[i] = max(indices[i], indices[i - 1] + 1)
-    indices[-1] = T - 1  # the targets run from λ_0 to λ_{T−1}; the last may have been pushed past it
-    for i in range(num_steps - 2, -1, -1):  # so push back down where that made room short
-        indices[i] = min(indices[i], indices[i + 1] - 1)
-    return indices[::-1]
 
 
 def guided_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, guidance_scale: float = 1.0) -> torch.Tensor:

@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations: checks, files, devices, plain helpers", ("_version", "checks", "weights", "runtime", "claims", "interactive", "layers")),
     ("what is diffused: schedules (DiffusionConfig), data spaces, data (DataConfig), EMA", ("schedules", "spaces", "image_range", "data", "ema")),
     ("the process: forward, posterior, loss; exact answers", ("diffusion", "oracles")),
-    ("the reverse process: steps, sampling, the bound, the checks of both", ("steps", "samplers", "elbo", "checklist", "diagnostics")),
+    ("the reverse process: steps, the timesteps visited, sampling, the bound, the checks of both", ("steps", "spacings", "samplers", "elbo", "checklist", "diagnostics")),
     ("networks and what judges images", ("unet", "autoencoder", "latent", "metrics", "viz", "toy2d")),
     ("training: TrainConfig and TrainState, checkpoints, flows and their samplers, a step's draws and checks, the loop",
      ("train_state", "checkpoint", "flow", "flow_sampling", "train_inputs", "training")),

@@ -550,3 +550,30 @@ def test_a_step_names_a_bad_clip_range():
     for bad in (False, (1.0, -1.0), (-1.0,), "[-1, 1]"):
         with pytest.raises(ValueError, match=r"clip_x0 must be None \(no clipping\) or a range \(low, high\)"):
             dh.ddim_step(x, t, t - 1, x, dh.make_schedule("linear", 100), clip_x0=bad)
+
+
+def test_max_noise_starts_every_spacing_at_the_last_index_at_or_below_it():
+    schedule = dh.make_schedule("cosine", 1000)
+    sigma = schedule.log_snr.double().mul(-0.5).exp()  # √((1 − ᾱ)/ᾱ), increasing in t
+    top = dh.spacings.start_index(1000, 80.0, schedule)
+    assert float(sigma[top]) <= 80.0 < float(sigma[top + 1]) and top < 999
+    for spacing in ("uniform", "quadratic", "log_snr", "karras", "flow_time"):
+        spec = dh.SamplerSpec("dpm-solver++-sde", num_steps=10, spacing=spacing, max_noise=80.0)
+        steps = spec.steps(1000, schedule)
+        assert len(steps) == 10 and steps == sorted(set(steps), reverse=True) and steps[0] == top and steps[-1] == 0
+        assert "max_noise=80" in str(spec)
+    assert dh.SamplerSpec("ddim", max_noise=80.0).steps(1000, schedule) == list(range(top, -1, -1))  # every index from the first
+    assert dh.SamplerSpec("ddim", num_steps=10).steps(1000, schedule)[0] == 999  # without it, as before
+    assert dh.SamplerSpec("ddim", num_steps=1, max_noise=80.0).steps(1000, schedule) == [top]
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda s: dh.SamplerSpec("ddim", num_steps=10, max_noise=80.0).steps(1000), "max_noise places the first step by noise level, so it needs the schedule"),
+    (lambda s: dh.SamplerSpec("ddim", num_steps=10, max_noise=1e-3).steps(1000, s), "max_noise must be at least the schedule's smallest noise level"),
+    (lambda s: dh.SamplerSpec("ddim", num_steps=10, max_noise=-1.0), "max_noise"),
+    (lambda s: dh.SamplerSpec("ddpm", max_noise=80.0), "method 'ddpm' visits every one of the T steps"),
+    (lambda s: dh.timesteps(1000, 1000, schedule=s, max_noise=80.0), r"num_steps must lie in \[1, 991\] \(the indices with noise level ≤ max_noise=80\)"),
+])
+def test_bad_max_noise_is_refused_by_name(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(dh.make_schedule("cosine", 1000))
