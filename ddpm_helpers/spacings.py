@@ -32,7 +32,7 @@ def timesteps(T: int, num_steps: int, spacing: str = "uniform", *, schedule: Noi
 
     The first index is T−1, or with ``max_noise`` (needs the ``schedule``) the last index whose σ is
     at most ``max_noise``; the sampler's N(0, I) start then stands for that state (whose data part,
-    α·x0 with α < 1/max_noise, it ignores). With ``num_steps`` = T every spacing gives T−1, ..., 0;
+    α·x0 with α = 1/√(1 + σ²) ≥ 1/√(1 + max_noise²), about 1/max_noise, it ignores). With ``num_steps`` = T every spacing gives T−1, ..., 0;
     with one step, [first]: a single jump from noise to the end.
     """
     check_positive_int(num_steps, "num_steps")
