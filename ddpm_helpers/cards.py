@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .train_state import TrainConfig
 from .weights import read_weights
 
@@ -210,6 +212,21 @@ class ModelCard:
 def measures(values: dict, *, num_samples: int | None, sampler: str | None = None) -> dict:
     """``{metric: Measure(value, num_samples, sampler)}`` for several metrics measured on the same images."""
     return {name: Measure(value, num_samples, sampler) for name, value in values.items()}
+
+
+def seed_quality(reports: list, *, num_samples: int, sampler: str, first_seed: int) -> tuple[dict, str]:
+    """A card's quality from one quality report per sampling seed (``first_seed`` onwards): the mean FID
+    and confident share, the rarest class over the seeds; and the notes' sentence saying so, with the spread."""
+    if not reports:
+        raise ValueError("reports must hold at least one quality report (one per sampling seed), got none")
+    fids = torch.tensor([float(r.fid) for r in reports], dtype=torch.float64)
+    confident = torch.tensor([float(r.confident_fraction) for r in reports], dtype=torch.float64)
+    quality = measures({"fid": round(float(fids.mean()), 2), "confident_fraction": round(float(confident.mean()), 4),
+                        "min_class_share": round(min(float(r.min_class_share) for r in reports), 4)}, num_samples=num_samples, sampler=sampler)
+    seeds = f"mean over sampling seeds {first_seed}-{first_seed + len(reports) - 1}" if len(reports) > 1 else f"sampling seed {first_seed}"
+    spread = f"; spread over seeds (sd): confident {float(confident.std()):.4f}, fid {float(fids.std()):.2f}" if len(reports) > 1 else ""
+    notes = f"quality: {seeds}, {num_samples} samples each, against as many test images; min_class_share is the rarest class over the seeds{spread}"
+    return quality, notes
 
 
 def write_card(card: ModelCard, path: str | os.PathLike) -> Path:

@@ -175,16 +175,9 @@ def save_model(state: dh.TrainState, cfg: dh.Config, args: argparse.Namespace, s
     over ``--seeds`` sampling seeds (the first is the last checkpoint's ``report``), the rarest digit the
     least over the seeds, the spread in the notes."""
     reports = [report] + [score(state.ema.model, cfg, args, schedule, reference, cfg.seed + k) for k in range(1, args.seeds)]
-    fids, confident = torch.tensor([r.fid for r in reports]), torch.tensor([r.confident_fraction for r in reports])
-    spread = f"; spread over seeds (sd): confident {float(confident.std()):.4f}, fid {float(fids.std()):.2f}" if len(reports) > 1 else ""
-    seeds = f"mean over sampling seeds {cfg.seed}-{cfg.seed + len(reports) - 1}" if len(reports) > 1 else f"sampling seed {cfg.seed}"
-    notes = (f"quality: {seeds}, {reference.num_samples} samples each, against as many test images; "
-             f"min_class_share is the rarest digit over the seeds{spread}")
+    quality, notes = dh.cards.seed_quality(reports, num_samples=reference.num_samples, sampler=str(cfg.judge), first_seed=cfg.seed)
     provenance = dh.cards.Provenance(date=datetime.date.today().isoformat(), device=dh.describe_device(device), train_seconds=round(state.elapsed, 1),
                                      num_train_images=num_train_images, num_steps=state.step, trained_by="scripts/train_unconditional.py" + (" --flow" if args.flow else ""))
-    sampler = str(cfg.judge)
-    quality = dh.cards.measures({"fid": round(float(fids.mean()), 2), "confident_fraction": round(float(confident.mean()), 4),
-                                 "min_class_share": round(min(r.min_class_share for r in reports), 4)}, num_samples=reference.num_samples, sampler=sampler)
     quality["fid_floor"] = dh.cards.Measure(round(reference.fid_floor, 2), reference.num_samples)  # train vs test images: no sampler
     for k, r in enumerate(reports):
         print(f"seed {cfg.seed + k}: FID {r.fid:.2f}, confident {r.confident_fraction:.1%}, rarest digit {r.min_class_share:.1%}")

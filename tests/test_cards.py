@@ -1,6 +1,7 @@
 """The card schema and its binding to the weights (issue 25 item 3, issue 26 class 1): what a model
 needs to work lives inside the checksummed weights, and a card that disagrees with them is refused."""
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -186,3 +187,16 @@ def test_a_latent_model_that_records_no_range_loads_as_before_and_is_sampled_unc
     assert "value_range" not in json.loads((tmp_path / "old.json").read_text())["latent"]
     latent = dh.load_latent_model("old", directory=tmp_path)
     assert latent.space == dh.DataSpace(AE_CONFIG.latent_shape) and latent.space.value_range is None
+
+
+def test_seed_quality_is_the_mean_over_seeds_with_the_rarest_class_and_the_spread_in_the_notes():
+    Report = collections.namedtuple("Report", "fid confident_fraction min_class_share")
+    reports = [Report(2.0, 0.90, 0.07), Report(3.0, 0.86, 0.05), Report(4.0, 0.88, 0.09)]
+    quality, notes = dh.cards.seed_quality(reports, num_samples=1000, sampler="dpm-solver++-sde-20", first_seed=4)
+    assert quality["fid"] == Measure(3.0, 1000, "dpm-solver++-sde-20") and quality["confident_fraction"].value == 0.88
+    assert quality["min_class_share"].value == 0.05  # the least over the seeds, not the mean
+    assert "sampling seeds 4-6, 1000 samples each" in notes and "confident 0.0200, fid 1.00" in notes  # sample sd (n - 1)
+    one, notes_one = dh.cards.seed_quality(reports[:1], num_samples=1000, sampler="x", first_seed=0)
+    assert one["fid"].value == 2.0 and "sampling seed 0," in notes_one and "spread" not in notes_one
+    with pytest.raises(ValueError, match="reports must hold at least one"):
+        dh.cards.seed_quality([], num_samples=1000, sampler="x", first_seed=0)

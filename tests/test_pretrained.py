@@ -175,16 +175,16 @@ def test_shipped_models_load_with_their_cards(name, num_classes):
 def test_the_shipped_flow_was_trained_with_the_diffusion_models_plan():
     """Chapter 9 sets the shipped flow beside the shipped diffusion model as "one plan, two objectives":
     its card must show the same network, data and optimisation plan, the flow's own loss and times, and
-    quality judged the book's way (three seeds, Euler with the judge's number of evaluations); it loads
-    as a velocity network."""
+    quality judged the book's way (three seeds by the book's judge, through dh.EpsFromVelocity; its first
+    judgement, by Euler steps as many as the judge's, kept beside it); it loads as a velocity network."""
     flow, ddpm = dh.pretrained_card("flow"), dh.pretrained_card("unconditional")
     plan = ("num_train_steps", "batch_size", "lr", "warmup_steps", "lr_cooldown_fraction", "ema_decay", "grad_clip", "seed")
     assert flow.kind == "flow-unet" and flow.network == ddpm.network and flow.diffusion == dh.FlowConfig().to_dict()
     assert {k: flow.train_config[k] for k in plan} == {k: ddpm.train_config[k] for k in plan}
     assert flow.train_config["loss_weighting"] == "uniform" and flow.train_config["timestep_sampling"] == "logit_normal"
     assert flow.provenance.num_steps == flow.train_config["num_train_steps"] and flow.provenance.trained_by.startswith("scripts/train_unconditional.py --flow")
-    assert flow.quality["fid"].num_samples == dh.FULL.num_fid_samples and flow.quality["fid"].sampler == f"euler-{dh.FULL.judge.num_steps}"
-    assert "sampling seeds 0-2" in flow.notes
+    assert flow.quality["fid"].num_samples == dh.FULL.num_fid_samples and flow.quality["fid"].sampler == str(dh.FULL.judge)
+    assert flow.quality["fid_euler_20"].sampler == f"euler-{dh.FULL.judge.num_steps}" and "sampling seeds 0-2" in flow.notes
     model, process = dh.load_pretrained("flow")
     assert isinstance(model, dh.VelocityNet) and process == dh.FlowConfig() and not model.training
     with torch.no_grad():

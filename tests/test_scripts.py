@@ -87,6 +87,16 @@ def check_classifier(tmp_path: Path, name: str) -> None:
     assert not (tmp_path / "mnist_classifier.training-state.pt").exists()  # removed once the weights and card are written
 
 
+def check_rejudged(tmp_path: Path, name: str) -> None:
+    """The copy's card holds the tiny judge's measures, keeps the earlier samplers' under suffixed names, and
+    still describes the same weights; the package's card is untouched."""
+    shipped, card = dh.pretrained_card("flow"), dh.pretrained_card("flow", tmp_path)
+    assert card.sha256 == shipped.sha256 and dh.load_pretrained("flow", directory=tmp_path).model is not None
+    assert card.quality["fid"].sampler == str(dh.TINY.judge) and card.quality["fid"].num_samples == dh.TINY.num_fid_samples
+    assert "fid_euler_20" in card.quality and "scripts/judge_shipped.py" in card.notes
+    assert shipped.quality["fid"].num_samples == dh.FULL.num_fid_samples  # the smoke run wrote only the copy
+
+
 def check_nothing(tmp_path: Path, name: str) -> None:
     pass
 
@@ -99,6 +109,7 @@ MINI_NOTEBOOK = {"cells": [{"cell_type": "code", "execution_count": None, "id": 
 SMOKE = {
     "scripts/train_unconditional.py": (["--smoke", "--out", "{tmp}", "--set", "diffusion.prediction=v"], check_train_unconditional, True),
     "scripts/run_chapter.py": (["{tmp}/mini.ipynb", "--smoke"], check_nothing, True),
+    "scripts/judge_shipped.py": (["flow", "--smoke", "--out", "{tmp}"], check_rejudged, True),
     "scripts/make_manifest.py": (["--smoke"], check_nothing, True),
     "scripts/make_mnist_subset.py": (["--smoke", "--dest", "{tmp}"], check_subset, False),
     "scripts/make_schematics.py": (["--out", "{tmp}"], check_nothing, False),  # what it draws: tests/test_schematics.py
