@@ -16,7 +16,8 @@ earlier values measured by another sampler are kept under their names with that 
 The weights are not touched, so the card keeps their SHA-256 (``dh.cards.read_model`` checks it on every
 load); the card is written atomically. Without ``--write`` or ``--out`` nothing is written: the script
 prints the card it would write. ``--out`` copies the weights and the card into a folder and rewrites the
-copy there (``--smoke``: the tiny config, into a temporary folder unless ``--out`` names one). Class-conditional and latent models are judged by their chapters (07, 06), not here.
+copy there (``--smoke``: the tiny config, into a temporary folder unless ``--out`` names one).
+Class-conditional and latent models are judged by their chapters (07, 06), not here: the script refuses them.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def main() -> None:
     cfg = dh.TINY if args.smoke else dh.FULL
     directory = args.directory
     card = dh.pretrained_card(args.name, directory)   # a clear error if there is no such model
+    if card.kind not in dh.cards.PROCESS_KINDS or card.network.get("num_classes") is not None or card.latent is not None:
+        raise SystemExit(f"{args.name!r} is of kind {card.kind!r}{' with classes' if card.network.get('num_classes') else ''}"
+                         f"{' in a latent space' if card.latent else ''}: this script judges unconditional pixel models "
+                         "(ddpm-unet or flow-unet); the conditional and latent models are judged by chapters 07 and 06")
     if args.smoke and args.out is None:   # a copy, so that a smoke run never rewrites the package's card
         args.out = Path(tempfile.mkdtemp(prefix="judge_shipped-smoke-"))
     if args.out is not None:
@@ -80,10 +85,6 @@ def main() -> None:
         for ext in ("pt", "json"):
             shutil.copy2(directory / f"{args.name}.{ext}", args.out)
         directory, args.write = args.out, True
-    if card.kind not in dh.cards.PROCESS_KINDS or card.network.get("num_classes") is not None or card.latent is not None:
-        raise SystemExit(f"{args.name!r} is a {card.kind}{' with classes' if card.network.get('num_classes') else ''}"
-                         f"{' in a latent space' if card.latent else ''}: this script judges unconditional pixel models "
-                         "(ddpm-unet or flow-unet); the conditional and latent models are judged by chapters 07 and 06")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = dh.load_pretrained(args.name, device=device, directory=directory)
     train, test = dh.load_mnist("train", cfg), dh.load_mnist("test", cfg)

@@ -187,3 +187,12 @@ def test_few_step_samplers_sample_the_shipped_flow_through_its_eps_reading(tmp_p
     results = results_of(tmp_path)
     assert results["results"]["model"] == "flow" and [row["nfe"] for row in results["results"]["rows"]] == [2, 2]
     assert all(0 <= row["confident_mean"] <= 1 and row["fid_mean"] > 0 for row in results["results"]["rows"])
+
+
+@pytest.mark.slow
+def test_judge_shipped_refuses_a_conditional_model_by_name(tmp_path):
+    """Class-conditional and latent models are judged by their chapters; the script says so before it samples."""
+    run = subprocess.run([sys.executable, str(ROOT / "scripts/judge_shipped.py"), "conditional", "--smoke", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "'conditional' is of kind 'ddpm-unet' with classes" in run.stderr and "chapters 07 and 06" in run.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything was copied
