@@ -61,4 +61,4 @@ __all__ = sorted([
     "to_pixel_range", "train", "train_autoencoder", "train_classifier", "train_step", "v_target", "validation_loss",
 ])
 
-SUBMODULES = ("cards", "claims", "diagnostics", "elbo", "evaluation", "interactive", "latent", "metrics", "provenance", "toy2d", "training")
+SUBMODULES = ("cards", "claims", "diagnostics", "elbo", "evaluation", "interactive", "latent", "metrics", "provenance", "spacings", "toy2d", "training")
